@@ -1,0 +1,96 @@
+/**
+ * Endpoints: one side of a proxied connection, as the forwarding pump sees it.
+ *
+ * Backends are `Deno.Conn`s; clients come from the adopted `node:net` listeners and are either
+ * taken over by the fast path (see `fastpath.ts`) or wrapped portably here.
+ * @module
+ */
+import type { Socket } from "node:net";
+
+/** A byte stream that can be read, written, half-closed and closed. */
+export interface Endpoint {
+  /** Reads into `buffer`; resolves to the number of bytes read, or null at end of stream. */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes all of `data`, resolving once the socket has taken it. */
+  write(data: Uint8Array): Promise<void>;
+  /** Shuts down the sending direction (TCP FIN); reading goes on. */
+  closeWrite(): Promise<void>;
+  /** Closes the socket in both directions; pending reads and writes fail. Idempotent. */
+  close(): void;
+}
+
+/** Wraps a `Deno.Conn` (TCP or Unix) as an endpoint. */
+export function connEndpoint(conn: Deno.Conn): Endpoint {
+  return {
+    read: (buffer) => conn.read(buffer),
+    async write(data) {
+      let done = await conn.write(data);
+      while (done < data.length) done += await conn.write(data.subarray(done));
+    },
+    closeWrite: () => conn.closeWrite(),
+    close() {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    },
+  };
+}
+
+/**
+ * Wraps a `node:net` socket as an endpoint through its public stream API.
+ *
+ * The socket must have been created with `allowHalfOpen`, or its end of stream would close it.
+ */
+export function socketEndpoint(socket: Socket): Endpoint {
+  let pending: Uint8Array | null = null;
+  let ended = false;
+  let failure: Error | null = null;
+  let wake: (() => void) | null = null;
+  const notify = () => {
+    wake?.();
+    wake = null;
+  };
+  socket.on("readable", notify);
+  socket.on("end", () => {
+    ended = true;
+    notify();
+  });
+  socket.on("error", (error) => {
+    failure = error;
+    notify();
+  });
+  socket.on("close", notify);
+  return {
+    async read(buffer) {
+      for (;;) {
+        if (pending === null) pending = socket.read() as Uint8Array | null;
+        if (pending !== null) {
+          const n = Math.min(buffer.length, pending.length);
+          buffer.set(n === pending.length ? pending : pending.subarray(0, n));
+          pending = n === pending.length ? null : pending.subarray(n);
+          return n;
+        }
+        if (failure) throw failure;
+        if (ended) return null;
+        if (socket.destroyed) throw new Deno.errors.BadResource("socket closed");
+        await new Promise<void>((resolve) => wake = resolve);
+      }
+    },
+    write(data) {
+      return new Promise((resolve, reject) => {
+        socket.write(data, (error) => error ? reject(error) : resolve());
+      });
+    },
+    closeWrite() {
+      return new Promise((resolve, reject) => {
+        if (failure) return reject(failure);
+        socket.end(() => resolve());
+      });
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * Forwarding: moves bytes both ways between a client and its backend until both are done.
+ *
+ * One pump per direction reads into a buffer it owns and writes it out before reading again, so
+ * a peer that stops reading stops the pump (backpressure) and memory stays bounded. Buffers start
+ * small, so idle connections cost little, and grow while reads fill them, so bulk transfers move
+ * large chunks. End of stream on one side becomes a half-close towards the other; an error on
+ * either side closes both at once.
+ * @module
+ */
+import type { Endpoint } from "./endpoint.ts";
+
+/** The size of each direction's first buffer. */
+export const INITIAL_BUFFER = 4 * 1024;
+/** Buffers grow by this factor whenever a read fills them... */
+export const BUFFER_GROWTH = 4;
+/** ...up to this size. */
+export const MAX_BUFFER = 1024 * 1024;
+
+/** What happened to a forwarded connection. */
+export interface ForwardResult {
+  /** Bytes from the client to the backend. */
+  readonly sent: number;
+  /** Bytes from the backend to the client. */
+  readonly received: number;
+  /** The first error that tore the connection down, or null if both directions ended cleanly. */
+  readonly error: unknown;
+}
+
+/** Copies `from` to `to` until end of stream, then half-closes `to`; `count` sees each chunk. */
+async function pump(from: Endpoint, to: Endpoint, count: (n: number) => void): Promise<void> {
+  let buffer = new Uint8Array(INITIAL_BUFFER);
+  for (;;) {
+    const n = await from.read(buffer);
+    if (n === null) break;
+    await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
+    count(n);
+    if (n === buffer.length && buffer.length < MAX_BUFFER) {
+      buffer = new Uint8Array(Math.min(buffer.length * BUFFER_GROWTH, MAX_BUFFER));
+    }
+  }
+  await to.closeWrite();
+}
+
+/**
+ * Forwards between `client` and `backend` until both directions have ended or one has failed,
+ * then closes both.
+ */
+export async function forward(client: Endpoint, backend: Endpoint): Promise<ForwardResult> {
+  let sent = 0;
+  let received = 0;
+  let error: unknown = null;
+  const fail = (e: unknown) => {
+    if (error !== null) return;
+    error = e;
+    client.close();
+    backend.close();
+  };
+  await Promise.all([
+    pump(client, backend, (n) => sent += n).catch(fail),
+    pump(backend, client, (n) => received += n).catch(fail),
+  ]);
+  client.close();
+  backend.close();
+  return { sent, received, error };
+}

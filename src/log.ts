@@ -1,0 +1,54 @@
+/**
+ * Logging: one line per event on stderr, where systemd collects it into the journal.
+ * @module
+ */
+
+/** Severities, with their syslog priority numbers. */
+export const PRIORITY = { error: 3, warning: 4, info: 6, debug: 7 } as const;
+
+/** A severity name. */
+export type Level = keyof typeof PRIORITY;
+
+const encoder = new TextEncoder();
+let threshold: number = PRIORITY.info;
+
+/** Sets the least severe level that is still written (default: info). */
+export function setLogLevel(level: Level): void {
+  threshold = PRIORITY[level];
+}
+
+/** Writes one line at `level`, if that level is enabled; never throws. */
+export function log(level: Level, message: string): void {
+  if (PRIORITY[level] > threshold) return;
+  try {
+    Deno.stderr.writeSync(encoder.encode(`${message.replaceAll("\n", " ")}\n`));
+  } catch {
+    // Nowhere left to report to.
+  }
+}
+
+/**
+ * Lets a repeated event through at most once per `intervalMs`, counting what it held back, so a
+ * flood (say, of refused connections) cannot flood the log.
+ */
+export class Throttle {
+  #last = -Infinity;
+  #held = 0;
+
+  constructor(readonly intervalMs: number) {}
+
+  /**
+   * Records one occurrence.
+   * @returns null to stay quiet, or the number of occurrences held back since the last report.
+   */
+  hit(now: number = performance.now()): number | null {
+    if (now - this.#last < this.intervalMs) {
+      this.#held++;
+      return null;
+    }
+    const held = this.#held;
+    this.#last = now;
+    this.#held = 0;
+    return held;
+  }
+}

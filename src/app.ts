@@ -64,7 +64,7 @@ export async function run(args: readonly string[]): Promise<number> {
     command = parseCommandLine(args);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    log("error", `${e.message} See --help.`);
+    log("error", `${e.message.replace(/\.?$/, ".")} See --help.`);
     return EXIT_FAILURE;
   }
   if (command.kind === "help") {

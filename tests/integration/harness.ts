@@ -1,0 +1,272 @@
+/**
+ * Test harness: starts the real proxy through the real `systemd-socket-activate`, with the
+ * deployment permission set, and real backends on loopback.
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+
+/** The project root. */
+export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
+/** The entry point under test. */
+export const MAIN: string = `${ROOT}main.ts`;
+/** `deno run` with the deployment permission set, as `deno task start` uses it. */
+export const DENO_RUN: string[] = [Deno.execPath(), "run", "-q", "-P=proxy", `--config=${ROOT}deno.json`];
+
+/** Returns a TCP port that was free a moment ago. */
+export function freePort(hostname = "127.0.0.1"): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** A fresh path for a Unix socket in a fresh temporary directory. */
+export function tempSocketPath(name = "s.sock"): string {
+  return `${Deno.makeTempDirSync({ prefix: "socket-proxyd-test-" })}/${name}`;
+}
+
+/** A running process whose stderr is collected as it arrives. */
+export class Process {
+  readonly child: Deno.ChildProcess;
+  #stderr = "";
+  #waiters: Array<() => void> = [];
+  readonly #drained: Promise<void>;
+  readonly stdout: Promise<string>;
+
+  constructor(command: string, args: string[], env: Record<string, string> = {}) {
+    const child = new Deno.Command(command, {
+      args,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.child = child;
+    this.stdout = new Response(child.stdout).text();
+    this.#drained = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of child.stderr) {
+        this.#stderr += decoder.decode(chunk, { stream: true });
+        for (const wake of this.#waiters.splice(0)) wake();
+      }
+    })();
+  }
+
+  /** Everything written to stderr so far. */
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Resolves once stderr matches `pattern`; rejects if the process ends first. */
+  async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let ended = false;
+    this.child.status.then(() => ended = true);
+    for (;;) {
+      const match = pattern.exec(this.#stderr);
+      if (match) return match[0];
+      if (ended) throw new Error(`process ended before logging ${pattern}:\n${this.#stderr}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${this.#stderr}`);
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+
+  /** Waits for the exit, with all output read. */
+  async exit(): Promise<{ code: number; signal: string | null; stderr: string; stdout: string }> {
+    const status = await this.child.status;
+    await this.#drained;
+    return { code: status.code, signal: status.signal, stderr: this.#stderr, stdout: await this.stdout };
+  }
+
+  /** Stops the process (if still running) and waits for it. */
+  async stop(): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await this.exit();
+  }
+}
+
+/** Options for {@link startProxy}. */
+export interface ProxyStart {
+  /** Addresses for `systemd-socket-activate --listen=` (one passed socket each). */
+  listen: string[];
+  /** Arguments for the proxy. */
+  args: string[];
+  /** Extra environment for the proxy (passed with `-E`). */
+  env?: Record<string, string>;
+  /** Names for the passed sockets (`--fdname=`). */
+  fdnames?: string[];
+  /** Extra arguments for `deno run`, before the script. */
+  denoFlags?: string[];
+  /** Extra `systemd-socket-activate` options, e.g. ["--datagram"]. */
+  activateFlags?: string[];
+}
+
+/**
+ * Starts the proxy through `systemd-socket-activate`, which listens at once and execs the proxy
+ * on the first connection attempt (so the first connection also measures start-up).
+ */
+export async function startProxy(start: ProxyStart): Promise<Process> {
+  const args = [
+    ...start.activateFlags ?? [],
+    ...start.listen.map((address) => `--listen=${address}`),
+    ...Object.entries(start.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),
+    ...(start.fdnames ? [`--fdname=${start.fdnames.join(":")}`] : []),
+    "--",
+    ...DENO_RUN,
+    ...start.denoFlags ?? [],
+    MAIN,
+    ...start.args,
+  ];
+  const process = new Process("systemd-socket-activate", args);
+  for (const _ of start.listen) await process.waitForLog(/Listening on .* as \d+\./);
+  return process;
+}
+
+/** Runs the proxy directly (no sockets passed) and waits for it to exit. */
+export function runProxy(args: string[], denoFlags: string[] = []): ReturnType<Process["exit"]> {
+  return new Process(DENO_RUN[0], [...DENO_RUN.slice(1), ...denoFlags, MAIN, ...args]).exit();
+}
+
+/** Connects with retries while the address is not yet accepting (e.g. a backend starting). */
+export async function connect(options: Deno.ConnectOptions | Deno.UnixConnectOptions): Promise<Deno.Conn> {
+  return await Deno.connect(options as Deno.ConnectOptions);
+}
+
+/** Reads until end of stream. */
+export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    chunks.push(buffer.slice(0, n));
+  }
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+/** Writes all of `data`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) done += await conn.write(data.subarray(done));
+}
+
+/** Reads exactly `length` bytes (fails on early end of stream). */
+export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const n = await conn.read(out.subarray(done));
+    if (n === null) throw new Error(`end of stream after ${done} of ${length} bytes`);
+    done += n;
+  }
+  return out;
+}
+
+/** Reads once more and expects the stream to end (or be reset) rather than deliver data. */
+export async function expectClosed(conn: Deno.Conn): Promise<void> {
+  try {
+    const n = await conn.read(new Uint8Array(16));
+    if (n !== null) throw new Error(`expected the connection to be closed, got ${n} bytes`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.ConnectionReset)) throw e;
+  }
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so failures are reproducible. */
+export function pseudoRandomBytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed | 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** SHA-256 of `data`, as hex. */
+export async function sha256(data: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A backend that serves every connection with `handler` until closed. */
+export class Backend {
+  readonly listener: Deno.Listener;
+  readonly connections: Deno.Conn[] = [];
+  readonly #handlers: Promise<void>[] = [];
+  #accepted = 0;
+  #onAccept: Array<() => void> = [];
+  readonly #loop: Promise<void>;
+
+  constructor(listener: Deno.Listener, handler: (conn: Deno.Conn) => Promise<void>) {
+    this.listener = listener;
+    this.#loop = (async () => {
+      try {
+        for await (const conn of listener) {
+          this.#accepted++;
+          this.connections.push(conn);
+          for (const wake of this.#onAccept.splice(0)) wake();
+          this.#handlers.push(handler(conn).catch(() => {}).finally(() => {
+            try {
+              conn.close();
+            } catch {
+              // Closed by the handler.
+            }
+          }));
+        }
+      } catch {
+        // Listener closed.
+      }
+    })();
+  }
+
+  /** Number of connections accepted so far. */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
+  /** Resolves once at least `count` connections have been accepted. */
+  async waitForAccepted(count: number): Promise<void> {
+    while (this.#accepted < count) {
+      await new Promise<void>((resolve) => this.#onAccept.push(resolve));
+    }
+  }
+
+  /** Stops listening and waits for every handler. */
+  async close(): Promise<void> {
+    this.listener.close();
+    await this.#loop;
+    await Promise.all(this.#handlers);
+  }
+}
+
+/** Echoes every byte back, half-closing after the client's end of stream. */
+export async function echo(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(64 * 1024);
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    await writeAll(conn, buffer.subarray(0, n));
+  }
+  await conn.closeWrite();
+}
+
+/** Starts an echo backend on a TCP or Unix listener. */
+export function echoBackend(options: Deno.ListenOptions | Deno.UnixListenOptions & { transport: "unix" }): Backend {
+  return new Backend(Deno.listen(options as Deno.ListenOptions), echo);
+}

@@ -5,6 +5,14 @@
 import { lookup } from "node:dns/promises";
 import { isIPAddress, type Target } from "./target.ts";
 
+/** Resolves a host name to its addresses, in the order they should be tried. */
+export type Resolver = (host: string) => Promise<string[]>;
+
+/** Resolves with the system's resolver (getaddrinfo: /etc/hosts, DNS, ...). */
+export async function systemResolver(host: string): Promise<string[]> {
+  return (await lookup(host, { all: true, verbatim: true })).map(({ address }) => address);
+}
+
 /**
  * Connects to `target`. A host name is resolved on every call (as the reference does, so DNS
  * changes are honoured) and each of its addresses is tried in order until one connects, so
@@ -12,7 +20,10 @@ import { isIPAddress, type Target } from "./target.ts";
  *
  * @throws the error of the last address tried, or of the resolution.
  */
-export async function dial(target: Target): Promise<Deno.Conn> {
+export async function dial(
+  target: Target,
+  resolve: Resolver = systemResolver,
+): Promise<Deno.Conn> {
   switch (target.kind) {
     case "unix":
       return await Deno.connect({ transport: "unix", path: target.path });
@@ -21,9 +32,14 @@ export async function dial(target: Target): Promise<Deno.Conn> {
     case "tcp": {
       const { host, port } = target;
       if (isIPAddress(host)) return await Deno.connect({ hostname: host, port });
-      const addresses = await lookup(host, { all: true, verbatim: true });
       let last: unknown = new Error(`${host} has no addresses`);
-      for (const { address } of addresses) {
+      let addresses: string[];
+      try {
+        addresses = await resolve(host);
+      } catch (e) {
+        throw new Error(`cannot resolve ${host} (${e instanceof Error ? e.message : e})`);
+      }
+      for (const address of addresses) {
         try {
           return await Deno.connect({ hostname: address, port });
         } catch (e) {

@@ -22,7 +22,10 @@ import {
 const DATA_PATHS = ["fast", "portable"] as const;
 
 /** Sends `payload`, half-closes, and returns everything that came back. */
-async function roundTrip(options: Deno.ConnectOptions | Deno.UnixConnectOptions, payload: Uint8Array) {
+async function roundTrip(
+  options: Deno.ConnectOptions | Deno.UnixConnectOptions,
+  payload: Uint8Array,
+) {
   const conn = await Deno.connect(options as Deno.ConnectOptions);
   const [, back] = await Promise.all([
     writeAll(conn, payload).then(() => conn.closeWrite()),
@@ -54,7 +57,9 @@ for (const dataPath of DATA_PATHS) {
     await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async (proxy) => {
       const payload = pseudoRandomBytes(100_000);
       assertEquals(await roundTrip({ hostname: "127.0.0.1", port }, payload), payload);
-      assert(/Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/.test(proxy.stderr));
+      assert(
+        /Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/.test(proxy.stderr),
+      );
     });
     await backend.close();
   });

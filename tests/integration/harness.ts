@@ -10,7 +10,13 @@ export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
 /** The entry point under test. */
 export const MAIN: string = `${ROOT}main.ts`;
 /** `deno run` with the deployment permission set, as `deno task start` uses it. */
-export const DENO_RUN: string[] = [Deno.execPath(), "run", "-q", "-P=proxy", `--config=${ROOT}deno.json`];
+export const DENO_RUN: string[] = [
+  Deno.execPath(),
+  "run",
+  "-q",
+  "-P=proxy",
+  `--config=${ROOT}deno.json`,
+];
 
 /** Returns a TCP port that was free a moment ago. */
 export function freePort(hostname = "127.0.0.1"): number {
@@ -66,7 +72,9 @@ export class Process {
       const match = pattern.exec(this.#stderr);
       if (match) return match[0];
       if (ended) throw new Error(`process ended before logging ${pattern}:\n${this.#stderr}`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${this.#stderr}`);
+      if (Date.now() > deadline) {
+        throw new Error(`timed out waiting for ${pattern}:\n${this.#stderr}`);
+      }
       await new Promise<void>((resolve) => {
         this.#waiters.push(resolve);
         setTimeout(resolve, 100);
@@ -78,7 +86,12 @@ export class Process {
   async exit(): Promise<{ code: number; signal: string | null; stderr: string; stdout: string }> {
     const status = await this.child.status;
     await this.#drained;
-    return { code: status.code, signal: status.signal, stderr: this.#stderr, stdout: await this.stdout };
+    return {
+      code: status.code,
+      signal: status.signal,
+      stderr: this.#stderr,
+      stdout: await this.stdout,
+    };
   }
 
   /** Stops the process (if still running) and waits for it. */
@@ -135,7 +148,9 @@ export function runProxy(args: string[], denoFlags: string[] = []): ReturnType<P
 }
 
 /** Connects with retries while the address is not yet accepting (e.g. a backend starting). */
-export async function connect(options: Deno.ConnectOptions | Deno.UnixConnectOptions): Promise<Deno.Conn> {
+export async function connect(
+  options: Deno.ConnectOptions | Deno.UnixConnectOptions,
+): Promise<Deno.Conn> {
   return await Deno.connect(options as Deno.ConnectOptions);
 }
 
@@ -200,7 +215,9 @@ export function pseudoRandomBytes(length: number, seed = 1): Uint8Array {
 
 /** SHA-256 of `data`, as hex. */
 export async function sha256(data: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
+  );
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -221,13 +238,15 @@ export class Backend {
           this.#accepted++;
           this.connections.push(conn);
           for (const wake of this.#onAccept.splice(0)) wake();
-          this.#handlers.push(handler(conn).catch(() => {}).finally(() => {
-            try {
-              conn.close();
-            } catch {
-              // Closed by the handler.
-            }
-          }));
+          this.#handlers.push(
+            handler(conn).catch(() => {}).finally(() => {
+              try {
+                conn.close();
+              } catch {
+                // Closed by the handler.
+              }
+            }),
+          );
         }
       } catch {
         // Listener closed.
@@ -267,6 +286,8 @@ export async function echo(conn: Deno.Conn): Promise<void> {
 }
 
 /** Starts an echo backend on a TCP or Unix listener. */
-export function echoBackend(options: Deno.ListenOptions | Deno.UnixListenOptions & { transport: "unix" }): Backend {
+export function echoBackend(
+  options: Deno.ListenOptions | Deno.UnixListenOptions & { transport: "unix" },
+): Backend {
   return new Backend(Deno.listen(options as Deno.ListenOptions), echo);
 }

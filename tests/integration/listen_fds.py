@@ -13,6 +13,14 @@ import os
 import socket
 import sys
 
+
+def put_at_3(fd):
+    """Makes fd 3 an inheritable copy of fd (which may already be 3)."""
+    if fd != 3:
+        os.dup2(fd, 3)
+    os.set_inheritable(3, True)
+
+
 args = sys.argv[1:]
 split = args.index("--")
 options, program = args[:split], args[split + 1:]
@@ -26,10 +34,9 @@ for option in options:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", int(value)))
         sock.listen(16)
-        os.dup2(sock.fileno(), 3, inheritable=True)
+        put_at_3(sock.fileno())
     elif name == "--file":
-        fd = os.open(value, os.O_RDONLY)
-        os.dup2(fd, 3, inheritable=True)
+        put_at_3(os.open(value, os.O_RDONLY))
     elif name == "--pid":
         pid = {"self": pid, "parent": str(os.getppid())}.get(value, value)
     elif name == "--env":

@@ -88,7 +88,9 @@ Deno.test("malformed LISTEN_* variables are reported, exit 1", async () => {
     [["--env=LISTEN_FDNAMES=a:b"], /LISTEN_FDNAMES has 2 name\(s\) but LISTEN_FDS=1/],
   ];
   for (const [launcherArgs, message] of cases) {
-    const { code, stderr } = await launch([`--tcp=${freePort()}`, ...launcherArgs], ["127.0.0.1:1"]);
+    const { code, stderr } = await launch([`--tcp=${freePort()}`, ...launcherArgs], [
+      "127.0.0.1:1",
+    ]);
     equal(code, 1, stderr);
     match(stderr, /Invalid socket activation environment/);
     match(stderr, message);
@@ -127,7 +129,9 @@ Deno.test("an Accept=yes connection socket is refused for now, exit 1", async ()
     args: ["127.0.0.1:1"],
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await proxy.waitForLog(/Passed in socket fd 3 \(name "unknown"\) is not a listening stream socket/);
+  await proxy.waitForLog(
+    /Passed in socket fd 3 \(name "unknown"\) is not a listening stream socket/,
+  );
   await proxy.waitForLog(/died with code 1/);
   conn.close();
   await proxy.stop();

@@ -1,0 +1,71 @@
+import { equal, rejects } from "node:assert/strict";
+import { dial } from "../src/dial.ts";
+
+function freePort(hostname: string): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+Deno.test("dial tries every resolved address in order until one connects", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const tried: string[] = [];
+  const accepted = listener.accept();
+  // ::1 comes first (as for "localhost" on many systems) but nothing listens there.
+  const conn = await dial({ kind: "tcp", host: "backend.test", port }, (host) => {
+    tried.push(host);
+    return Promise.resolve(["::1", "127.0.0.1"]);
+  });
+  equal((conn.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+  equal(tried.join(), "backend.test");
+  conn.close();
+  (await accepted).close();
+  listener.close();
+});
+
+Deno.test("dial reports the last address's error when none connects", async () => {
+  const port = freePort("127.0.0.1");
+  await rejects(
+    dial({ kind: "tcp", host: "backend.test", port }, () => Promise.resolve(["127.0.0.1"])),
+    Deno.errors.ConnectionRefused,
+  );
+  await rejects(
+    dial({ kind: "tcp", host: "backend.test", port }, () => Promise.resolve([])),
+    /backend\.test has no addresses/,
+  );
+});
+
+Deno.test("dial resolves real names with the system resolver", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const accepted = listener.accept();
+  const conn = await dial({ kind: "tcp", host: "localhost", port });
+  conn.close();
+  (await accepted).close();
+  listener.close();
+});
+
+Deno.test("dial connects IP literals, Unix paths and abstract names without resolving", async () => {
+  const never = () => Promise.reject(new Error("must not resolve"));
+  const v6 = Deno.listen({ hostname: "::1", port: 0 });
+  const dir = Deno.makeTempDirSync();
+  const unix = Deno.listen({ transport: "unix", path: `${dir}/s.sock` });
+  const name = `dial-test-${crypto.randomUUID()}`;
+  const abstract = Deno.listen({ transport: "unix", path: `\0${name}` });
+  for (
+    const [listener, target] of [
+      [v6, { kind: "tcp", host: "::1", port: (v6.addr as Deno.NetAddr).port }],
+      [unix, { kind: "unix", path: `${dir}/s.sock` }],
+      [abstract, { kind: "abstract", name }],
+    ] as const
+  ) {
+    const accepted = listener.accept();
+    const conn = await dial(target, never);
+    conn.close();
+    (await accepted).close();
+    listener.close();
+  }
+  Deno.removeSync(dir, { recursive: true });
+});

@@ -1,27 +1,39 @@
 /**
- * The fd-adoption layer: serves the listening sockets the service manager passed in.
+ * The fd-adoption layer: serves the sockets the service manager passed in.
  *
  * `Deno.listen` cannot adopt an inherited file descriptor (denoland/deno#14006); `node:net` can,
- * for TCP and Unix listeners. This module is the only one that knows that: above it, a listener
- * is something that hands over accepted client sockets.
+ * for TCP and Unix sockets. This module is the only one that knows that: above it, a passed
+ * socket is either a listener that hands over accepted clients, or (with `Accept=yes`) one
+ * client connection.
  * @module
  */
 import net from "node:net";
 import type { PassedSocket } from "./activation.ts";
 import { log } from "./log.ts";
 
-/** A passed socket being served. */
+/** A passed listening socket being served. */
 export interface Listener {
   /** The passed socket it serves. */
   readonly passed: PassedSocket;
   /** Where it listens, for logs: "127.0.0.1:80", "[::]:80" or "unix socket". */
   readonly address: string;
+  /** Stops accepting. Closes only our descriptor: the socket stays bound and listening in the
+   * service manager, which keeps its own, so clients that arrive meanwhile wait in its queue. */
+  close(): void;
 }
+
+/** What a passed socket turned out to be. */
+export type Adopted =
+  | { readonly kind: "listener"; readonly listener: Listener }
+  | { readonly kind: "connection"; readonly passed: PassedSocket; readonly socket: net.Socket };
 
 /** A passed file descriptor could not be served. */
 export class AdoptionError extends Error {
   override name = "AdoptionError";
 }
+
+/** The name systemd gives the socket of an `Accept=yes` service instance. */
+export const CONNECTION_NAME = "connection";
 
 function describe(server: net.Server): string {
   const address = server.address();
@@ -32,37 +44,75 @@ function describe(server: net.Server): string {
     : `${address.address}:${address.port}`;
 }
 
-/**
- * Starts accepting on a passed listening socket. Accepted clients are handed to `onClient`
- * paused (nothing read yet) and half-open capable; the listening socket itself is never shut
- * down or unlinked.
- *
- * @throws {AdoptionError} naming the fd when it is not a listening stream socket.
- */
-export function adopt(
+function notStream(passed: PassedSocket, why: string): AdoptionError {
+  return new AdoptionError(
+    `Passed in socket fd ${passed.fd} (name "${passed.name}") is not a listening or connected ` +
+      `stream socket (${why}); pass ListenStream= sockets only.`,
+  );
+}
+
+function adoptConnection(passed: PassedSocket, hint = ""): Adopted {
+  let socket: net.Socket;
+  try {
+    socket = new net.Socket({ fd: passed.fd, allowHalfOpen: true, readable: true, writable: true });
+  } catch (e) {
+    throw notStream(passed, `${(e as Error).message}${hint}`);
+  }
+  socket.on("error", () => {}); // Reported where the socket is used.
+  return { kind: "connection", passed, socket };
+}
+
+function adoptListener(
   passed: PassedSocket,
   onClient: (client: net.Socket, listener: Listener) => void,
-): Promise<Listener> {
+): Promise<Adopted> {
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
   let listening = false;
   return new Promise((resolve, reject) => {
     server.on("error", (error: Error & { code?: string }) => {
       if (listening) return log("error", `Failed to accept on fd ${passed.fd}: ${error.message}`);
-      reject(
-        new AdoptionError(
-          `Passed in socket fd ${passed.fd} (name "${passed.name}") is not a listening stream ` +
-            `socket (${error.code ?? error.message}); pass ListenStream= sockets only.`,
-        ),
-      );
+      // A connected socket cannot listen (EINVAL): that is an Accept=yes connection.
+      // (Deno closes a Unix fd whose listen() failed, so Unix connections must come named.)
+      if (error.code === "EINVAL") {
+        const hint = `; an Accept=yes Unix socket must be named "${CONNECTION_NAME}"`;
+        try {
+          return resolve(adoptConnection(passed, hint));
+        } catch (e) {
+          return reject(e);
+        }
+      }
+      reject(notStream(passed, error.code ?? error.message));
     });
     server.listen({ fd: passed.fd }, () => {
       listening = true;
-      const listener: Listener = { passed, address: describe(server) };
+      const listener: Listener = {
+        passed,
+        address: describe(server),
+        close: () => server.close(),
+      };
       server.on("connection", (client: net.Socket) => {
         client.on("error", () => {}); // Reported where the client is used.
         onClient(client, listener);
       });
-      resolve(listener);
+      resolve({ kind: "listener", listener });
     });
   });
+}
+
+/**
+ * Serves a passed socket: a listener starts accepting (clients are handed to `onClient` paused
+ * and half-open capable), a connected socket (`Accept=yes`) is returned as it is.
+ *
+ * @throws {AdoptionError} naming the fd when it is neither.
+ */
+export function adopt(
+  passed: PassedSocket,
+  onClient: (client: net.Socket, listener: Listener) => void,
+): Promise<Adopted> {
+  if (passed.name !== CONNECTION_NAME) return adoptListener(passed, onClient);
+  try {
+    return Promise.resolve(adoptConnection(passed));
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }

@@ -1,17 +1,21 @@
 /**
- * The program: command line, activation, adoption, serving; maps every failure to an exit code.
+ * The program: command line, activation, listeners, notification, signals and shutdown; maps
+ * every failure to an exit code.
  * @module
  */
-import { ActivationError, takeListenEnv } from "./activation.ts";
-import { adopt, AdoptionError, type Listener } from "./adopt.ts";
-import { type Command, HELP, parseCommandLine, UsageError } from "./cli.ts";
-import { log } from "./log.ts";
-import { type DataPath, Proxy } from "./proxy.ts";
+import { ActivationError, type PassedSocket, takeListenEnv } from "./activation.ts";
+import { adopt, type Adopted, AdoptionError } from "./adopt.ts";
+import { type Command, HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
+import { connClient, type DataPath, socketClient } from "./client.ts";
+import { listenOn } from "./listen.ts";
+import { configureLog, log } from "./log.ts";
+import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
+import { Proxy } from "./proxy.ts";
 import { formatTarget, type Target } from "./target.ts";
 import { formatTimespan } from "./timespan.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
-/** Exit status: success, including `--help`, `--version` and exit after `--exit-idle-time`. */
+/** Exit status: success, including `--help`, `--version`, idle exit and a graceful stop. */
 export const EXIT_SUCCESS = 0;
 /** Exit status: any failure, as systemd-socket-proxyd uses it. */
 export const EXIT_FAILURE = 1;
@@ -21,6 +25,18 @@ export const VERSION: string = denoJson.version;
 
 /** Environment variable that selects the client data path: "fast" (default) or "portable". */
 export const DATA_PATH_VARIABLE = "SOCKET_PROXYD_DATA_PATH";
+
+/** STATUS= updates are coalesced to at most one per this many milliseconds. */
+const STATUS_INTERVAL_MS = 250;
+
+/** Reads an environment variable; one Deno's permissions hide counts as unset. */
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Checks that Deno's permission flags let us reach the target, so we fail at start, not later. */
 function permissionProblem(target: Target): string | null {
@@ -45,18 +61,13 @@ function permissionProblem(target: Target): string | null {
   }
 }
 
-function dataPath(): DataPath {
-  try {
-    return Deno.env.get(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
-  } catch {
-    return "fast"; // Not allowed to read it: the default.
-  }
-}
+/** Why serving ended. */
+type Ending = "idle" | "done" | "SIGTERM" | "SIGINT";
 
 /**
  * Runs the proxy with `args` (without the program name).
  *
- * @returns the exit status; resolves only on failure or once `--exit-idle-time` has passed.
+ * @returns the exit status, once serving has ended (or failed to start).
  */
 export async function run(args: readonly string[]): Promise<number> {
   let command: Command;
@@ -75,8 +86,26 @@ export async function run(args: readonly string[]): Promise<number> {
     console.log(`socket-proxyd ${VERSION} (Deno ${Deno.version.deno})`);
     return EXIT_SUCCESS;
   }
-  const { options } = command;
-  let passed;
+  return await serve(command.options);
+}
+
+async function serve(options: Options): Promise<number> {
+  configureLog(options.verbose ? "debug" : "info", env("JOURNAL_STREAM") !== undefined);
+  const ending = Promise.withResolvers<Ending>();
+  // Signal handlers first: Deno cannot register one later if file descriptors have run out.
+  let stopping = false;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(signal, () => {
+      if (stopping) {
+        log("warning", `Received ${signal} again, exiting at once.`);
+        Deno.exit(EXIT_SUCCESS);
+      }
+      stopping = true;
+      ending.resolve(signal);
+    });
+  }
+
+  let passed: PassedSocket[];
   try {
     passed = takeListenEnv();
   } catch (e) {
@@ -84,11 +113,11 @@ export async function run(args: readonly string[]): Promise<number> {
     log("error", `Invalid socket activation environment: ${e.message}`);
     return EXIT_FAILURE;
   }
-  if (passed.length === 0) {
+  if (passed.length === 0 && options.listen.length === 0) {
     log(
       "error",
-      "Didn't get any sockets passed in; start me from a .socket unit, or for a test with " +
-        "systemd-socket-activate --listen=PORT.",
+      "Didn't get any sockets passed in; start me from a .socket unit, with " +
+        "systemd-socket-activate --listen=ADDR, or give --listen=ADDR.",
     );
     return EXIT_FAILURE;
   }
@@ -98,27 +127,106 @@ export async function run(args: readonly string[]): Promise<number> {
     return EXIT_FAILURE;
   }
 
-  const idle = Promise.withResolvers<number>();
-  const proxy = new Proxy(options, () => idle.resolve(EXIT_SUCCESS), dataPath());
-  let listeners: Listener[];
+  const notifier = new Notifier(parseNotifySocket(env("NOTIFY_SOCKET")));
+  const target = formatTarget(options.target);
+  let statusTimer: ReturnType<typeof setTimeout> | undefined;
+  const status = () => `Forwarding to ${target}: ${proxy.active} active, ${proxy.served} served`;
+  const proxy: Proxy = new Proxy({
+    target: options.target,
+    connectionsMax: options.connectionsMax,
+    exitIdleTimeUsec: options.exitIdleTimeUsec,
+    onIdle: () => ending.resolve("idle"),
+    onChange() {
+      if (onlyConnections && proxy.active === 0) ending.resolve("done");
+      if (!notifier.enabled || statusTimer !== undefined) return;
+      statusTimer = setTimeout(() => {
+        statusTimer = undefined;
+        notifier.send(`STATUS=${status()}`);
+      }, STATUS_INTERVAL_MS);
+    },
+  });
+
+  const dataPath: DataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
+  const closers: Array<() => void> = [];
+  const descriptions: string[] = [];
+  const connections: Adopted[] = [];
+  let onlyConnections = false;
   try {
-    listeners = await Promise.all(passed.map((p) => adopt(p, proxy.admit)));
+    for (const socket of passed) {
+      const adopted = await adopt(socket, (client) => proxy.admit(socketClient(client, dataPath)));
+      if (adopted.kind === "listener") {
+        const { listener } = adopted;
+        closers.push(listener.close);
+        descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}")`);
+      } else {
+        connections.push(adopted);
+        descriptions.push(`connection on fd ${socket.fd}`);
+      }
+    }
+    if (passed.length === 0) {
+      for (const address of options.listen) {
+        const own = await listenOn(address, (conn) => proxy.admit(connClient(conn)));
+        closers.push(own.close);
+        descriptions.push(own.address);
+      }
+    } else if (options.listen.length > 0) {
+      log("info", "Sockets were passed in, so --listen is ignored.");
+    }
   } catch (e) {
-    if (!(e instanceof AdoptionError)) throw e;
-    log("error", e.message);
+    for (const close of closers) close();
+    if (e instanceof AdoptionError) log("error", e.message);
+    else log("error", `Cannot listen: ${(e as Error).message}`);
     return EXIT_FAILURE;
   }
-  proxy.start();
-  const on = listeners.map((l) => `${l.address} (fd ${l.passed.fd}, "${l.passed.name}")`);
+
   log(
     "info",
-    `Forwarding ${on.join(", ")} to ${formatTarget(options.target)}; ` +
-      `at most ${options.connectionsMax} connections` +
+    `Forwarding ${descriptions.join(", ")} to ${target}; at most ` +
+      `${options.connectionsMax} connections` +
       (options.exitIdleTimeUsec === Infinity
         ? "."
         : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
   );
-  const status = await idle.promise;
-  log("info", `Exiting after ${formatTimespan(options.exitIdleTimeUsec)} without connections.`);
-  return status;
+  // With Accept=yes there is no listener: serve the connection(s), then exit.
+  onlyConnections = closers.length === 0;
+  // A passed connection is already being read by node:net, so it must stay on the portable path.
+  for (const c of connections) {
+    if (c.kind === "connection") proxy.admit(socketClient(c.socket, "portable"));
+  }
+  if (!onlyConnections) proxy.start();
+  notifier.send(`READY=1\nSTATUS=${status()}`);
+  const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
+  const watchdog = watchdogMs === null || !notifier.enabled
+    ? undefined
+    : setInterval(() => notifier.send("WATCHDOG=1"), watchdogMs);
+
+  const why = await ending.promise;
+  stopping = true;
+  for (const close of closers) close();
+  clearInterval(watchdog);
+  clearTimeout(statusTimer);
+  const stoppingStatus =
+    `STOPPING=1\nSTATUS=Stopping: ${proxy.active} active, ${proxy.served} served`;
+  await notifier.send(stoppingStatus);
+  let exitStatus = EXIT_SUCCESS;
+  if (why === "idle") {
+    log("info", `Exiting after ${formatTimespan(options.exitIdleTimeUsec)} without connections.`);
+  } else if (why === "done") {
+    if (proxy.failed > 0) exitStatus = EXIT_FAILURE;
+  } else {
+    const open = proxy.active;
+    log(
+      "info",
+      `Received ${why}, stopping: no longer accepting; ${open} connection(s) open, waiting up ` +
+        `to ${formatTimespan(options.drainTimeoutUsec)} for them to finish.`,
+    );
+    const cut = await proxy.drain(options.drainTimeoutUsec / 1000);
+    log(
+      "info",
+      `Stopped: ${proxy.served} connection(s) served, ` +
+        (cut > 0 ? `${cut} still open after the drain timeout closed.` : "none cut off."),
+    );
+  }
+  notifier.close();
+  return exitStatus;
 }

@@ -3,9 +3,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { type ListenAddress, parseListenAddress } from "./address.ts";
 import { DEFAULT_CONNECTIONS_MAX } from "./limit.ts";
 import { parseTarget, type Target } from "./target.ts";
-import { parseTimespan } from "./timespan.ts";
+import { formatTimespan, parseTimespan } from "./timespan.ts";
+
+/** The default of `--drain-timeout`: well inside systemd's default TimeoutStopSec= of 90s. */
+export const DEFAULT_DRAIN_TIMEOUT_USEC = 30_000_000;
 
 /** How the proxy was asked to run. */
 export interface Options {
@@ -15,6 +19,12 @@ export interface Options {
   readonly connectionsMax: number;
   /** Exit after this many microseconds without a connection; Infinity never. */
   readonly exitIdleTimeUsec: number;
+  /** On SIGTERM/SIGINT, wait this long for open connections before closing them. */
+  readonly drainTimeoutUsec: number;
+  /** Where to listen when no sockets are passed in (`--listen`, repeatable). */
+  readonly listen: readonly ListenAddress[];
+  /** Log every connection (`-v`, `--verbose`). */
+  readonly verbose: boolean;
 }
 
 /** What the command line asks for. */
@@ -41,6 +51,14 @@ Forwards every client of the sockets passed in by the service manager
                               accepted (default: ${DEFAULT_CONNECTIONS_MAX})
      --exit-idle-time=SPAN    Exit when without a connection for this
                               duration, e.g. "30s", "5min 20s" (default: infinity)
+     --drain-timeout=SPAN     On SIGTERM/SIGINT, let open connections finish
+                              for up to this long (default: ${
+  formatTimespan(DEFAULT_DRAIN_TIMEOUT_USEC)
+})
+     --listen=ADDR            Listen on ADDR when no sockets are passed in:
+                              PORT, HOST:PORT, [IPV6]:PORT, /PATH or @NAME
+                              (repeatable; ignored under socket activation)
+  -v --verbose                Log every connection when it ends
 
 See the socket-proxyd(8) man page for details.`;
 
@@ -54,8 +72,17 @@ function parseCount(text: string): number {
   return n;
 }
 
+function parseSpanOption(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  try {
+    return parseTimespan(text);
+  } catch (e) {
+    throw new UsageError(`Invalid --${name}: ${(e as Error).message}`);
+  }
+}
+
 function firstSentence(message: string): string {
-  const end = message.indexOf(". ");
+  const end = message.search(/\.\s/);
   return end < 0 ? message : message.slice(0, end + 1);
 }
 
@@ -76,6 +103,9 @@ export function parseCommandLine(args: readonly string[]): Command {
         version: { type: "boolean" },
         "connections-max": { type: "string", short: "c" },
         "exit-idle-time": { type: "string" },
+        "drain-timeout": { type: "string" },
+        listen: { type: "string", multiple: true },
+        verbose: { type: "boolean", short: "v" },
       },
     });
   } catch (e) {
@@ -87,14 +117,19 @@ export function parseCommandLine(args: readonly string[]): Command {
   const connectionsMax = values["connections-max"] === undefined
     ? DEFAULT_CONNECTIONS_MAX
     : parseCount(values["connections-max"]);
-  let exitIdleTimeUsec = Infinity;
-  if (values["exit-idle-time"] !== undefined) {
+  const exitIdleTimeUsec = parseSpanOption("exit-idle-time", values["exit-idle-time"], Infinity);
+  const drainTimeoutUsec = parseSpanOption(
+    "drain-timeout",
+    values["drain-timeout"],
+    DEFAULT_DRAIN_TIMEOUT_USEC,
+  );
+  const listen = (values.listen ?? []).map((address) => {
     try {
-      exitIdleTimeUsec = parseTimespan(values["exit-idle-time"]);
+      return parseListenAddress(address);
     } catch (e) {
-      throw new UsageError(`Invalid --exit-idle-time: ${(e as Error).message}`);
+      throw new UsageError(`Invalid --listen: ${(e as Error).message}`);
     }
-  }
+  });
   if (positionals.length === 0) throw new UsageError("Not enough parameters: no target given.");
   if (positionals.length > 1) {
     throw new UsageError(
@@ -107,5 +142,15 @@ export function parseCommandLine(args: readonly string[]): Command {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return { kind: "run", options: { target, connectionsMax, exitIdleTimeUsec } };
+  return {
+    kind: "run",
+    options: {
+      target,
+      connectionsMax,
+      exitIdleTimeUsec,
+      drainTimeoutUsec,
+      listen,
+      verbose: values.verbose ?? false,
+    },
+  };
 }

@@ -11,17 +11,29 @@ export type Level = keyof typeof PRIORITY;
 
 const encoder = new TextEncoder();
 let threshold: number = PRIORITY.info;
+let prefixed = false;
 
-/** Sets the least severe level that is still written (default: info). */
-export function setLogLevel(level: Level): void {
+/**
+ * Sets the least severe level that is still written (default: info), and whether lines carry
+ * a syslog priority prefix such as "<4>", which the journal understands (set `journal` when
+ * stderr is connected to it, i.e. JOURNAL_STREAM is set).
+ */
+export function configureLog(level: Level, journal: boolean): void {
   threshold = PRIORITY[level];
+  prefixed = journal;
+}
+
+/** Formats one log line (without the newline). */
+export function formatLine(level: Level, message: string, journal: boolean): string {
+  const line = message.replaceAll("\n", " ");
+  return journal ? `<${PRIORITY[level]}>${line}` : line;
 }
 
 /** Writes one line at `level`, if that level is enabled; never throws. */
 export function log(level: Level, message: string): void {
   if (PRIORITY[level] > threshold) return;
   try {
-    Deno.stderr.writeSync(encoder.encode(`${message.replaceAll("\n", " ")}\n`));
+    Deno.stderr.writeSync(encoder.encode(`${formatLine(level, message, prefixed)}\n`));
   } catch {
     // Nowhere left to report to.
   }

@@ -1,43 +1,48 @@
 /**
  * The proxy: admits accepted clients under the connection limit, dials the target for each
- * and forwards until both sides are done.
+ * and forwards until both sides are done; drains on stop.
  * @module
  */
-import type { Socket } from "node:net";
-import type { Options } from "./cli.ts";
+import { type Client, formatAddress } from "./client.ts";
 import { dial } from "./dial.ts";
-import { connEndpoint, type Endpoint, socketEndpoint } from "./endpoint.ts";
-import { takeEndpoint } from "./fastpath.ts";
+import { connEndpoint, type Endpoint } from "./endpoint.ts";
 import { forward } from "./forward.ts";
 import { IdleTimer } from "./idle.ts";
 import { ConnectionLimit } from "./limit.ts";
 import { log, Throttle } from "./log.ts";
-import { formatTarget } from "./target.ts";
+import { formatTarget, type Target } from "./target.ts";
 
-/** How accepted clients are read and written. */
-export type DataPath = "fast" | "portable";
+/** What the proxy needs to know. */
+export interface ProxyOptions {
+  /** Where every client is forwarded to. */
+  readonly target: Target;
+  /** The most connections open at once. */
+  readonly connectionsMax: number;
+  /** Microseconds without a connection before `onIdle`; Infinity never. */
+  readonly exitIdleTimeUsec: number;
+  /** Called once the idle span has passed. */
+  readonly onIdle: () => void;
+  /** Called whenever the number of open connections changes. */
+  readonly onChange?: () => void;
+}
 
 /** Serves clients for one target; see {@link Proxy.admit}. */
 export class Proxy {
-  readonly #options: Options;
+  readonly #options: ProxyOptions;
   readonly #limit: ConnectionLimit;
   readonly #idle: IdleTimer;
   readonly #refusals = new Throttle(1000);
-  readonly #clientEndpoint: (client: Socket) => Endpoint;
+  /** Closes each open connection at once, for the end of a drain. */
+  readonly #open = new Set<() => void>();
   #served = 0;
+  #failed = 0;
+  #drained: (() => void) | null = null;
 
-  /**
-   * @param options the parsed command line.
-   * @param onIdle called once `--exit-idle-time` has passed without a connection.
-   * @param dataPath "portable" to use only public `node:net` API for clients.
-   */
-  constructor(options: Options, onIdle: () => void, dataPath: DataPath = "fast") {
+  /** @param options what to forward to, and the limits. */
+  constructor(options: ProxyOptions) {
     this.#options = options;
     this.#limit = new ConnectionLimit(options.connectionsMax);
-    this.#idle = new IdleTimer(options.exitIdleTimeUsec, onIdle);
-    this.#clientEndpoint = dataPath === "fast"
-      ? (client) => takeEndpoint(client) ?? socketEndpoint(client)
-      : socketEndpoint;
+    this.#idle = new IdleTimer(options.exitIdleTimeUsec, options.onIdle);
   }
 
   /** Connections currently open. */
@@ -50,15 +55,20 @@ export class Proxy {
     return this.#served;
   }
 
+  /** Connections that could not be forwarded because the target could not be reached. */
+  get failed(): number {
+    return this.#failed;
+  }
+
   /** Starts the idle timer; call once every listener is being served. */
   start(): void {
     this.#idle.arm();
   }
 
   /** Takes an accepted client: refuses it at the limit, else forwards it to the target. */
-  admit = (client: Socket): void => {
+  admit = (client: Client): void => {
     if (!this.#limit.tryAcquire()) {
-      client.destroy();
+      client.refuse();
       const held = this.#refusals.hit();
       if (held !== null) {
         log(
@@ -71,35 +81,74 @@ export class Proxy {
     }
     this.#served++;
     this.#idle.disarm();
+    this.#options.onChange?.();
     this.#serve(client).finally(() => {
       this.#limit.release();
-      if (this.#limit.active === 0) this.#idle.arm();
+      this.#options.onChange?.();
+      if (this.#limit.active === 0) {
+        this.#drained?.();
+        this.#idle.arm();
+      }
     });
   };
 
-  async #serve(client: Socket): Promise<void> {
-    const peer = client.remoteAddress === undefined
-      ? "unix client"
-      : `${client.remoteAddress}:${client.remotePort}`;
-    let backend: Deno.Conn;
-    try {
-      backend = await dial(this.#options.target);
-    } catch (e) {
-      client.destroy();
-      log(
-        "error",
-        `Failed to connect to ${formatTarget(this.#options.target)} for ${peer}: ` +
-          (e instanceof Error ? e.message : String(e)),
-      );
-      return;
+  /**
+   * Waits up to `timeoutMs` for open connections to finish, then closes the rest.
+   * @returns how many connections had to be closed.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    this.#idle.disarm();
+    if (this.active > 0) {
+      const done = new Promise<void>((resolve) => this.#drained = resolve);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      // setTimeout cannot wait longer than 2^31-1 ms (~24.8 days); "infinity" waits for good.
+      const timeout = new Promise<void>((resolve) => {
+        if (Number.isFinite(timeoutMs)) {
+          timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1));
+        }
+      });
+      await Promise.race([done, timeout]);
+      clearTimeout(timer);
     }
-    if (backend.remoteAddr.transport === "tcp") (backend as Deno.TcpConn).setNoDelay(true);
-    if (!client.destroyed) client.setNoDelay(true);
-    const result = await forward(this.#clientEndpoint(client), connEndpoint(backend));
-    log(
-      "debug",
-      `${peer}: ${result.sent} bytes sent, ${result.received} received` +
-        (result.error === null ? "" : `, ended by ${String(result.error)}`),
-    );
+    const left = this.#open.size;
+    for (const close of this.#open) close();
+    return left;
   }
+
+  async #serve(client: Client): Promise<void> {
+    const started = performance.now();
+    const peer = formatAddress(client.remote);
+    const target = formatTarget(this.#options.target);
+    let clientEnd: Endpoint | null = null;
+    const abort = () => clientEnd === null ? client.refuse() : clientEnd.close();
+    this.#open.add(abort);
+    try {
+      let backend: Deno.Conn;
+      try {
+        backend = await dial(this.#options.target);
+      } catch (e) {
+        client.refuse();
+        this.#failed++;
+        log("error", `Failed to connect to ${target} for ${peer}: ${(e as Error).message}`);
+        return;
+      }
+      if (backend.remoteAddr.transport === "tcp") (backend as Deno.TcpConn).setNoDelay(true);
+      const backendEnd = connEndpoint(backend);
+      clientEnd = client.open();
+      const result = await forward(clientEnd, backendEnd);
+      const seconds = ((performance.now() - started) / 1000).toFixed(3);
+      const ended = result.error === null ? "closed" : `aborted (${describeError(result.error)})`;
+      log(
+        "debug",
+        `${peer} -> ${target}: ${result.sent} bytes sent, ${result.received} received, ` +
+          `${seconds}s, ${ended}`,
+      );
+    } finally {
+      this.#open.delete(abort);
+    }
+  }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }

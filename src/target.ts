@@ -100,7 +100,9 @@ export function parseTarget(text: string): Target {
     if (bytes > MAX_UNIX_PATH_BYTES) {
       throw new RangeError(`Invalid target "${text}": Unix socket paths are limited to 107 bytes`);
     }
-    if (text.includes("\0")) throw new RangeError(`Invalid target: the path contains a NUL byte`);
+    if (text.includes("\0")) {
+      throw new RangeError(`Invalid target ${JSON.stringify(text)}: the path contains a NUL byte`);
+    }
     return { kind: "unix", path: text };
   }
   if (text.startsWith("@")) {

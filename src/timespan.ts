@@ -42,7 +42,7 @@ const UNITS: ReadonlyMap<string, number> = new Map([
 /** The largest finite span accepted, in microseconds (about 285 years). */
 export const MAX_SPAN_USEC = Number.MAX_SAFE_INTEGER;
 
-const COMPONENT = /^\s*(\d*)(?:\.(\d+))?\s*([^\d\s.]*)/;
+const COMPONENT = /^\s*(\d*)(?:\.(\d+))?(\s*)([^\d\s.]*)/;
 
 /**
  * Parses a systemd time span; a number without a unit is in seconds.
@@ -55,12 +55,16 @@ export function parseTimespan(text: string): number {
   if (trimmed === "infinity") return Infinity;
   if (trimmed === "") throw new RangeError(`Invalid time span "${text}": it is empty`);
   let rest = trimmed;
-  let total = 0;
+  let total = 0n; // Exact arithmetic: fractions must not round up to the next unit.
   while (rest !== "") {
     const m = COMPONENT.exec(rest);
-    const [whole, int, frac, unit] = m ?? ["", "", undefined, ""];
+    const [whole, int, frac, space, unit] = m ?? ["", "", undefined, "", ""];
     if (whole.trim() === "" || (int === "" && frac === undefined)) {
       throw new RangeError(`Invalid time span "${text}": expected a number at "${rest.trim()}"`);
+    }
+    const after = rest.slice(whole.length);
+    if (frac !== undefined && unit === "" && space === "" && /^\.\d/.test(after)) {
+      throw new RangeError(`Invalid time span "${text}": a number has two decimal points`);
     }
     const factor = unit === "" ? 1e6 : UNITS.get(unit);
     if (factor === undefined) {
@@ -68,15 +72,15 @@ export function parseTimespan(text: string): number {
         `Invalid time span "${text}": unknown unit "${unit}" (use us, ms, s, min, h, d, w, M, y)`,
       );
     }
-    total += Number(int || "0") * factor;
-    if (frac !== undefined) total += (Number(frac) * factor) / 10 ** frac.length;
-    rest = rest.slice(whole.length);
+    const f = BigInt(factor);
+    total += BigInt(int || "0") * f;
+    if (frac !== undefined) total += (BigInt(frac) * f) / 10n ** BigInt(frac.length);
+    rest = after;
   }
-  total = Math.floor(total);
-  if (!(total <= MAX_SPAN_USEC)) {
+  if (total > BigInt(MAX_SPAN_USEC)) {
     throw new RangeError(`Invalid time span "${text}": too large (use "infinity")`);
   }
-  return total;
+  return Number(total);
 }
 
 const FORMAT_UNITS: ReadonlyArray<[string, number]> = [
@@ -94,7 +98,7 @@ const FORMAT_UNITS: ReadonlyArray<[string, number]> = [
 /** Formats microseconds the way systemd prints spans, e.g. 320000000 → "5min 20s". */
 export function formatTimespan(usec: number): string {
   if (usec === Infinity) return "infinity";
-  if (usec <= 0) return "0";
+  if (!(usec >= 1)) return "0";
   const parts: string[] = [];
   let rest = Math.floor(usec);
   for (const [name, size] of FORMAT_UNITS) {

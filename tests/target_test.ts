@@ -1,4 +1,6 @@
 import { deepEqual, equal, fail, ok, throws } from "node:assert/strict";
+// fast-check is imported inline: deno.json has no import map for test-only dependencies.
+// deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import {
   DEFAULT_PORT,
@@ -250,7 +252,9 @@ Deno.test("parseTarget: abstract names are limited to 106 bytes", () => {
 // Address predicates
 
 Deno.test("isIPv4", () => {
-  for (const yes of ["0.0.0.0", "1.2.3.4", "127.0.0.1", "255.255.255.255", "10.0.0.10", "199.9.9.9"]) {
+  for (
+    const yes of ["0.0.0.0", "1.2.3.4", "127.0.0.1", "255.255.255.255", "10.0.0.10", "199.9.9.9"]
+  ) {
     ok(isIPv4(yes), yes);
   }
   for (

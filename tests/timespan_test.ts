@@ -1,4 +1,6 @@
 import { equal, fail, match, ok, throws } from "node:assert/strict";
+// fast-check is imported inline: deno.json has no import map for test-only dependencies.
+// deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import { formatTimespan, MAX_SPAN_USEC, parseTimespan } from "../src/timespan.ts";
 
@@ -240,7 +242,10 @@ Deno.test("parseTimespan: the largest span and overflow", () => {
   equal(parseTimespan(`${MAX_SPAN_USEC}us`), MAX_SPAN_USEC);
   equal(parseTimespan("285y"), 285 * 31_557_600e6);
   const tooLarge = (text: string) =>
-    throwsRange(() => parseTimespan(text), `Invalid time span "${text}": too large (use "infinity")`);
+    throwsRange(
+      () => parseTimespan(text),
+      `Invalid time span "${text}": too large (use "infinity")`,
+    );
   tooLarge(`${MAX_SPAN_USEC + 1}us`);
   tooLarge("9007199254740993us");
   tooLarge("286y");
@@ -524,9 +529,7 @@ Deno.test("property: parseTimespan agrees with systemd's parse_time()", () => {
   ];
   fc.assert(
     fc.property(
-      fc.array(fc.constantFrom(...tokens), { minLength: 1, maxLength: 24 }).map((a) =>
-        a.join("")
-      ),
+      fc.array(fc.constantFrom(...tokens), { minLength: 1, maxLength: 24 }).map((a) => a.join("")),
       (text) => {
         const expected = systemdParseSec(text);
         if (expected === "infinity") {

@@ -291,3 +291,70 @@ export function echoBackend(
 ): Backend {
   return new Backend(Deno.listen(options as Deno.ListenOptions), echo);
 }
+
+/** A test-owned sd_notify receiver: a Unix datagram socket collecting every message. */
+export class NotifyReceiver {
+  readonly socket: Deno.DatagramConn;
+  /** Every datagram so far, parsed as systemd-notify does: newline-separated KEY=VALUE. */
+  readonly messages: Array<Record<string, string>> = [];
+  /** The same datagrams, as received. */
+  readonly raw: string[] = [];
+  #waiters: Array<() => void> = [];
+  readonly #loop: Promise<void>;
+
+  /** @param path a file path, or "\0name" for the abstract namespace. */
+  constructor(readonly path: string) {
+    const socket = Deno.listenDatagram({ transport: "unixpacket", path });
+    this.socket = socket;
+    this.#loop = (async () => {
+      try {
+        for await (const [data] of socket) {
+          const text = new TextDecoder().decode(data);
+          this.raw.push(text);
+          this.messages.push(
+            Object.fromEntries(
+              text.split("\n").filter(Boolean).map((line) => {
+                const eq = line.indexOf("=");
+                return [line.slice(0, eq), line.slice(eq + 1)];
+              }),
+            ),
+          );
+          for (const wake of this.#waiters.splice(0)) wake();
+        }
+      } catch {
+        // Closed.
+      }
+    })();
+  }
+
+  /** NOTIFY_SOCKET's value for this receiver. */
+  get address(): string {
+    return this.path.startsWith("\0") ? `@${this.path.slice(1)}` : this.path;
+  }
+
+  /** Resolves with the first message (from `from` on) that satisfies `predicate`. */
+  async waitFor(
+    predicate: (message: Record<string, string>) => boolean,
+    from = 0,
+    timeoutMs = 10_000,
+  ): Promise<Record<string, string>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.messages.slice(from).find(predicate);
+      if (found) return found;
+      if (Date.now() > deadline) {
+        throw new Error(`no such notification; got ${JSON.stringify(this.raw)}`);
+      }
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+
+  /** Stops receiving. */
+  async close(): Promise<void> {
+    this.socket.close();
+    await this.#loop;
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Accepted clients, whichever listener they came from, as the proxy sees them.
+ * @module
+ */
+import type { Socket } from "node:net";
+import { connEndpoint, type Endpoint, socketEndpoint } from "./endpoint.ts";
+import { takeEndpoint } from "./fastpath.ts";
+
+/** How accepted `node:net` clients are read and written. */
+export type DataPath = "fast" | "portable";
+
+/** A TCP address, or null for a Unix socket (whose peers are nameless). */
+export type NetAddress = Deno.NetAddr | null;
+
+/** An accepted client connection that the proxy has not decided about yet. */
+export interface Client {
+  /** The peer's address (null for Unix clients). */
+  readonly remote: NetAddress;
+  /** The address the client connected to (null for Unix sockets). */
+  readonly local: NetAddress;
+  /** Takes the socket for forwarding. Call at most once, and not after {@link refuse}. */
+  open(): Endpoint;
+  /** Closes the connection unserved. */
+  refuse(): void;
+}
+
+/** Formats an address for logs: "192.0.2.1:51234", "[2001:db8::1]:443" or "unix". */
+export function formatAddress(address: NetAddress): string {
+  if (address === null) return "unix";
+  return address.hostname.includes(":")
+    ? `[${address.hostname}]:${address.port}`
+    : `${address.hostname}:${address.port}`;
+}
+
+function netAddress(host: string | undefined, port: number | undefined): NetAddress {
+  if (host === undefined || port === undefined) return null;
+  // Node reports IPv4 clients of a dual-stack listener as IPv4-mapped IPv6.
+  const hostname = host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+  return { transport: "tcp", hostname, port };
+}
+
+/** A client accepted by a `node:net` server (the adopted listeners). */
+export function socketClient(socket: Socket, dataPath: DataPath): Client {
+  return {
+    remote: netAddress(socket.remoteAddress, socket.remotePort),
+    local: netAddress(socket.localAddress, socket.localPort),
+    open() {
+      if (!socket.destroyed) socket.setNoDelay(true);
+      return (dataPath === "fast" ? takeEndpoint(socket) : null) ?? socketEndpoint(socket);
+    },
+    refuse: () => socket.destroy(),
+  };
+}
+
+/** A client accepted by a `Deno.Listener` (the proxy's own `--listen` sockets). */
+export function connClient(conn: Deno.Conn): Client {
+  const tcp = conn.remoteAddr.transport === "tcp";
+  return {
+    remote: tcp ? conn.remoteAddr as Deno.NetAddr : null,
+    local: tcp ? conn.localAddr as Deno.NetAddr : null,
+    open() {
+      if (tcp) (conn as Deno.TcpConn).setNoDelay(true);
+      return connEndpoint(conn);
+    },
+    refuse() {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    },
+  };
+}

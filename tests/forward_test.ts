@@ -1,0 +1,652 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+// fast-check is imported inline: deno.json has no import map for test-only dependencies.
+// deno-lint-ignore no-import-prefix
+import fc from "npm:fast-check@3.23.2";
+import type { Endpoint } from "../src/endpoint.ts";
+import {
+  BUFFER_GROWTH,
+  forward,
+  type ForwardResult,
+  INITIAL_BUFFER,
+  MAX_BUFFER,
+} from "../src/forward.ts";
+
+/**
+ * An in-memory endpoint. The test feeds what the pump reads (`push`, `end`, `failRead`) and
+ * inspects what it wrote (`received()`); writes can be held back (`gate`) to play a slow peer.
+ * Every method is checked against the Endpoint contract as the pump is expected to use it.
+ */
+class MemEndpoint implements Endpoint {
+  readonly events: string[] = [];
+  /** The length of the buffer passed to each read() call. */
+  readonly readSizes: number[] = [];
+  /** The length of each write() call's data. */
+  readonly writeSizes: number[] = [];
+  outstandingReads = 0;
+  maxOutstandingReads = 0;
+  outstandingWrites = 0;
+  maxOutstandingWrites = 0;
+  writeClosed = false;
+  closeWriteCalls = 0;
+  closed = false;
+  closeCalls = 0;
+  /** When set, write() waits for release(); otherwise it completes at once. */
+  gate = false;
+  /** When set, the next write() (or closeWrite()) fails with this. */
+  writeFailure: unknown = null;
+  closeWriteFailure: unknown = null;
+
+  #incoming: Uint8Array[] = [];
+  #eof = false;
+  #readFailure: unknown = null;
+  #pendingRead: {
+    buffer: Uint8Array;
+    resolve: (n: number | null) => void;
+    reject: (e: unknown) => void;
+  } | null = null;
+  #pendingWrites: { data: Uint8Array; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  #out: Uint8Array[] = [];
+  #waiters: { check: () => boolean; resolve: () => void }[] = [];
+
+  constructor(readonly label: string) {}
+
+  // --- The Endpoint interface -----------------------------------------------------------------
+
+  read(buffer: Uint8Array): Promise<number | null> {
+    this.events.push("read");
+    this.readSizes.push(buffer.length);
+    if (this.closed) return Promise.reject(new Error(`${this.label}: read after close`));
+    if (this.#pendingRead !== null) {
+      return Promise.reject(new Error(`${this.label}: concurrent read`));
+    }
+    this.outstandingReads++;
+    this.maxOutstandingReads = Math.max(this.maxOutstandingReads, this.outstandingReads);
+    const { promise, resolve, reject } = Promise.withResolvers<number | null>();
+    this.#pendingRead = { buffer, resolve, reject };
+    this.#serveRead();
+    this.#changed();
+    return promise;
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    this.events.push(`write ${data.length}`);
+    this.writeSizes.push(data.length);
+    if (this.closed) return Promise.reject(new Error(`${this.label}: write after close`));
+    if (this.writeClosed) return Promise.reject(new Error(`${this.label}: write after closeWrite`));
+    if (this.writeFailure !== null) {
+      const failure = this.writeFailure;
+      this.writeFailure = null;
+      return Promise.reject(failure);
+    }
+    this.outstandingWrites++;
+    this.maxOutstandingWrites = Math.max(this.maxOutstandingWrites, this.outstandingWrites);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#pendingWrites.push({ data, resolve, reject });
+    if (!this.gate) this.release();
+    this.#changed();
+    return promise;
+  }
+
+  closeWrite(): Promise<void> {
+    this.events.push("closeWrite");
+    this.closeWriteCalls++;
+    if (this.closed) return Promise.reject(new Error(`${this.label}: closeWrite after close`));
+    if (this.#pendingWrites.length > 0) {
+      return Promise.reject(new Error(`${this.label}: closeWrite with a write pending`));
+    }
+    if (this.closeWriteFailure !== null) return Promise.reject(this.closeWriteFailure);
+    this.writeClosed = true;
+    this.#changed();
+    return Promise.resolve();
+  }
+
+  close(): void {
+    this.events.push("close");
+    this.closeCalls++;
+    if (this.closed) return;
+    this.closed = true;
+    const error = new Error(`${this.label}: closed`);
+    if (this.#pendingRead !== null) {
+      this.#pendingRead.reject(error);
+      this.#pendingRead = null;
+      this.outstandingReads--;
+    }
+    for (const w of this.#pendingWrites.splice(0)) {
+      w.reject(error);
+      this.outstandingWrites--;
+    }
+    this.#changed();
+  }
+
+  // --- Test controls --------------------------------------------------------------------------
+
+  /** Makes `bytes` readable, as one chunk (a read takes at most one chunk). */
+  push(bytes: Uint8Array | string): void {
+    this.#incoming.push(typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes);
+    this.#serveRead();
+  }
+
+  /** End of stream after what was pushed. */
+  end(): void {
+    this.#eof = true;
+    this.#serveRead();
+  }
+
+  /** The next read that finds no data fails with `error`. */
+  failRead(error: unknown): void {
+    this.#readFailure = error;
+    this.#serveRead();
+  }
+
+  /** Completes pending writes (all, or the first `count`), copying their data only now. */
+  release(count = Infinity): void {
+    for (const w of this.#pendingWrites.splice(0, count)) {
+      this.#out.push(w.data.slice());
+      this.outstandingWrites--;
+      w.resolve();
+    }
+    this.#changed();
+  }
+
+  get pendingWrites(): number {
+    return this.#pendingWrites.length;
+  }
+
+  get readPending(): boolean {
+    return this.#pendingRead !== null;
+  }
+
+  /** Everything written so far, as one array. */
+  received(): Uint8Array {
+    return concat(this.#out);
+  }
+
+  receivedText(): string {
+    return new TextDecoder().decode(this.received());
+  }
+
+  /** Resolves once `check()` holds; re-checked after every change of state. */
+  until(check: () => boolean): Promise<void> {
+    if (check()) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#waiters.push({ check, resolve });
+    return promise;
+  }
+
+  #serveRead(): void {
+    const pending = this.#pendingRead;
+    if (pending === null) return;
+    const chunk = this.#incoming[0];
+    if (chunk !== undefined) {
+      const n = Math.min(chunk.length, pending.buffer.length);
+      pending.buffer.set(chunk.subarray(0, n));
+      if (n === chunk.length) this.#incoming.shift();
+      else this.#incoming[0] = chunk.subarray(n);
+      this.#settleRead(() => pending.resolve(n));
+    } else if (this.#readFailure !== null) {
+      const failure = this.#readFailure;
+      this.#readFailure = null;
+      this.#settleRead(() => pending.reject(failure));
+    } else if (this.#eof) {
+      this.#settleRead(() => pending.resolve(null));
+    }
+  }
+
+  #settleRead(settle: () => void): void {
+    this.#pendingRead = null;
+    this.outstandingReads--;
+    settle();
+    this.#changed();
+  }
+
+  #changed(): void {
+    // Let the pump react (its continuations run as microtasks) before checking conditions.
+    queueMicrotask(() => {
+      for (const w of [...this.#waiters]) {
+        if (w.check()) {
+          this.#waiters.splice(this.#waiters.indexOf(w), 1);
+          w.resolve();
+        }
+      }
+    });
+  }
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
+}
+
+/** Deterministic pseudo-random bytes. */
+function bytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Starts forward() and keeps track of whether it has settled. */
+function start(client: MemEndpoint, backend: MemEndpoint) {
+  const state = { settled: false };
+  const promise = forward(client, backend).finally(() => state.settled = true);
+  return {
+    promise,
+    get settled() {
+      return state.settled;
+    },
+  };
+}
+
+/** Lets every pending microtask and immediately due macrotask run. */
+const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("buffer constants: 4 KiB, growing x4, up to 1 MiB", () => {
+  equal(INITIAL_BUFFER, 4096);
+  equal(BUFFER_GROWTH, 4);
+  equal(MAX_BUFFER, 1024 * 1024);
+});
+
+Deno.test("forward: an empty connection ends cleanly and closes both", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  client.end();
+  backend.end();
+  const result = await forward(client, backend);
+  deepEqual(result, { sent: 0, received: 0, error: null });
+  equal(client.closeWriteCalls, 1);
+  equal(backend.closeWriteCalls, 1);
+  ok(client.closed && backend.closed);
+  deepEqual(client.writeSizes, []);
+  deepEqual(backend.writeSizes, []);
+});
+
+Deno.test("forward: copies bytes exactly both ways", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const up = bytes(3 * 1024 * 1024 + 12345, 7);
+  const down = bytes(2 * 1024 * 1024 + 999, 8);
+  for (let at = 0; at < up.length; at += 65536) client.push(up.subarray(at, at + 65536));
+  for (let at = 0; at < down.length; at += 1000) backend.push(down.subarray(at, at + 1000));
+  client.end();
+  backend.end();
+  const result = await forward(client, backend);
+  deepEqual(result, { sent: up.length, received: down.length, error: null });
+  deepEqual(backend.received(), up);
+  deepEqual(client.received(), down);
+  ok(client.closed && backend.closed);
+});
+
+Deno.test("forward: data fed while running, in both directions, arrives in order", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  const up: string[] = [];
+  const down: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    up.push(`c${i};`);
+    client.push(`c${i};`);
+    down.push(`b${i};`);
+    backend.push(`b${i};`);
+    if (i % 7 === 0) await tick();
+  }
+  client.end();
+  backend.end();
+  const result = await run.promise;
+  equal(backend.receivedText(), up.join(""));
+  equal(client.receivedText(), down.join(""));
+  deepEqual(result, { sent: up.join("").length, received: down.join("").length, error: null });
+});
+
+Deno.test("forward: writes exactly the bytes read, never the whole buffer", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  for (const n of [1, 100, 4095, 1, 7]) client.push(bytes(n, n));
+  client.end();
+  backend.end();
+  await forward(client, backend);
+  deepEqual(backend.writeSizes, [1, 100, 4095, 1, 7]);
+  deepEqual(client.writeSizes, []);
+});
+
+Deno.test("forward: the client's EOF half-closes the backend; the backend keeps talking", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  client.push("request");
+  client.end();
+  await backend.until(() => backend.writeClosed);
+  equal(backend.receivedText(), "request");
+  deepEqual(backend.events.slice(-2), ["write 7", "closeWrite"]);
+  // Nothing is closed: the response direction is still open.
+  ok(!client.closed && !backend.closed && !client.writeClosed);
+  await tick();
+  ok(!run.settled);
+  backend.push("response, part 1;");
+  await client.until(() => client.receivedText() === "response, part 1;");
+  backend.push("part 2");
+  await client.until(() => client.receivedText().endsWith("part 2"));
+  ok(!run.settled && !client.closed && !backend.closed);
+  backend.end();
+  const result = await run.promise;
+  deepEqual(result, {
+    sent: 7,
+    received: "response, part 1;part 2".length,
+    error: null,
+  });
+  equal(client.receivedText(), "response, part 1;part 2");
+  equal(client.closeWriteCalls, 1);
+  equal(backend.closeWriteCalls, 1);
+  ok(client.closed && backend.closed);
+  // The client was not read again after its end of stream.
+  equal(client.events.filter((e) => e === "read").length, 2);
+});
+
+Deno.test("forward: the backend's EOF half-closes the client; the client keeps talking", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  backend.push("banner\n");
+  backend.end();
+  await client.until(() => client.writeClosed);
+  equal(client.receivedText(), "banner\n");
+  ok(!client.closed && !backend.closed && !backend.writeClosed);
+  await tick();
+  ok(!run.settled);
+  for (let i = 0; i < 10; i++) client.push(`line ${i}\n`);
+  await backend.until(() => backend.receivedText().endsWith("line 9\n"));
+  ok(!run.settled && !client.closed && !backend.closed);
+  client.end();
+  const result = await run.promise;
+  equal(result.error, null);
+  equal(result.received, 7);
+  equal(result.sent, backend.received().length);
+  ok(backend.writeClosed && client.closed && backend.closed);
+});
+
+Deno.test("forward: a read error on the client closes both, even mid-transfer", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  client.push("abc");
+  backend.push("xyz");
+  await backend.until(() => backend.received().length === 3);
+  await client.until(() => client.received().length === 3);
+  const boom = new Error("connection reset");
+  client.failRead(boom);
+  const result = await run.promise;
+  deepEqual(result, { sent: 3, received: 3, error: boom });
+  ok(client.closed && backend.closed);
+  // No half-close is sent for a failure.
+  equal(backend.closeWriteCalls, 0);
+  equal(client.closeWriteCalls, 0);
+});
+
+Deno.test("forward: a read error on the backend closes both", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  const boom = new Deno.errors.ConnectionReset("backend reset");
+  backend.failRead(boom);
+  const result = await run.promise;
+  equal(result.error, boom);
+  ok(client.closed && backend.closed);
+});
+
+Deno.test("forward: a write error closes both; unwritten bytes are not counted", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  client.push("abc");
+  await backend.until(() => backend.received().length === 3);
+  const boom = new Deno.errors.BrokenPipe("backend gone");
+  backend.writeFailure = boom;
+  client.push("defgh");
+  const result = await run.promise;
+  deepEqual(result, { sent: 3, received: 0, error: boom });
+  ok(client.closed && backend.closed);
+});
+
+Deno.test("forward: a failing half-close is an error that closes both", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const boom = new Deno.errors.NotConnected("not connected");
+  backend.closeWriteFailure = boom;
+  const run = start(client, backend);
+  client.push("x");
+  client.end();
+  const result = await run.promise;
+  deepEqual(result, { sent: 1, received: 0, error: boom });
+  ok(client.closed && backend.closed);
+});
+
+Deno.test("forward: an error unblocks a direction stalled on a slow writer", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  backend.gate = true; // the backend never takes what is written to it
+  const run = start(client, backend);
+  client.push("stuck");
+  await backend.until(() => backend.pendingWrites === 1);
+  const boom = new Error("backend read failed");
+  backend.failRead(boom);
+  const result = await run.promise;
+  // The first error is reported, not the "closed" error of the stalled write.
+  deepEqual(result, { sent: 0, received: 0, error: boom });
+  ok(client.closed && backend.closed);
+  equal(backend.pendingWrites, 0);
+});
+
+Deno.test("forward: the first error wins when both sides fail", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  const first = new Error("first");
+  client.failRead(first);
+  backend.failRead(new Error("second"));
+  const result = await run.promise;
+  equal(result.error, first);
+});
+
+Deno.test("forward: an endpoint that throws synchronously is handled like a rejection", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const boom = new Error("sync throw");
+  const throwing: Endpoint = {
+    read: () => {
+      throw boom;
+    },
+    write: (d) => client.write(d),
+    closeWrite: () => client.closeWrite(),
+    close: () => client.close(),
+  };
+  const result = await forward(throwing, backend);
+  equal(result.error, boom);
+  ok(client.closed && backend.closed);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Buffers
+
+Deno.test("forward: buffers grow x4 while reads fill them, up to 1 MiB", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const data = bytes(3 * 1024 * 1024, 3);
+  client.push(data); // one big chunk: every read fills its buffer
+  client.end();
+  backend.end();
+  const result = await forward(client, backend);
+  equal(result.sent, data.length);
+  deepEqual(backend.received(), data);
+  const KiB = 1024;
+  deepEqual(client.readSizes, [
+    4 * KiB,
+    16 * KiB,
+    64 * KiB,
+    256 * KiB,
+    1024 * KiB,
+    1024 * KiB,
+    1024 * KiB,
+    1024 * KiB, // the read that finds the end of stream
+  ]);
+  deepEqual(backend.writeSizes, [
+    4 * KiB,
+    16 * KiB,
+    64 * KiB,
+    256 * KiB,
+    1024 * KiB,
+    1024 * KiB,
+    data.length - (4 + 16 + 64 + 256 + 1024 + 1024) * KiB,
+  ]);
+  // The other direction saw no traffic and kept its small buffer.
+  deepEqual(backend.readSizes, [4 * KiB]);
+});
+
+Deno.test("forward: buffers do not grow on partial reads", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  for (let i = 0; i < 20; i++) client.push(bytes(4095, i + 1));
+  client.end();
+  backend.end();
+  await forward(client, backend);
+  ok(client.readSizes.every((n) => n === INITIAL_BUFFER), String(client.readSizes));
+});
+
+Deno.test("forward: a buffer grows only after a read filled it", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  client.push(bytes(10, 1));
+  client.push(bytes(4096, 2));
+  client.push(bytes(10, 3));
+  client.push(bytes(16384, 4));
+  client.push(bytes(10, 5));
+  client.end();
+  backend.end();
+  await forward(client, backend);
+  deepEqual(client.readSizes, [4096, 4096, 16384, 16384, 65536, 65536]);
+  deepEqual(backend.writeSizes, [10, 4096, 10, 16384, 10]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Backpressure
+
+Deno.test("forward: a slow writer stops the pump: one read, then nothing until it drains", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  backend.gate = true;
+  for (let i = 0; i < 10; i++) client.push(`chunk ${i};`);
+  const run = start(client, backend);
+  for (let i = 0; i < 10; i++) {
+    await backend.until(() => backend.pendingWrites === 1);
+    await tick();
+    // Exactly one read per write so far: the pump does not read ahead of the slow writer.
+    equal(client.events.filter((e) => e === "read").length, i + 1);
+    equal(client.outstandingReads, 0);
+    equal(backend.pendingWrites, 1);
+    backend.release(1);
+  }
+  client.end();
+  backend.gate = false;
+  backend.end();
+  const result = await run.promise;
+  equal(result.error, null);
+  equal(backend.receivedText(), Array.from({ length: 10 }, (_, i) => `chunk ${i};`).join(""));
+  equal(client.maxOutstandingReads, 1);
+  equal(backend.maxOutstandingReads, 1);
+  equal(backend.maxOutstandingWrites, 1);
+  equal(client.maxOutstandingWrites, 0);
+});
+
+Deno.test("forward: a stalled direction does not stall the other one", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  backend.gate = true; // client → backend is stalled
+  const run = start(client, backend);
+  client.push("upload");
+  await backend.until(() => backend.pendingWrites === 1);
+  for (let i = 0; i < 5; i++) backend.push(`down ${i};`);
+  await client.until(() => client.receivedText().endsWith("down 4;"));
+  equal(client.receivedText(), "down 0;down 1;down 2;down 3;down 4;");
+  ok(!run.settled);
+  backend.release();
+  backend.gate = false;
+  client.end();
+  backend.end();
+  const result = await run.promise;
+  deepEqual(result, { sent: 6, received: client.received().length, error: null });
+  equal(backend.receivedText(), "upload");
+});
+
+Deno.test("forward: the written data is not touched until its write completes", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  backend.gate = true;
+  client.push("AAAA");
+  client.push("BBBB");
+  client.end();
+  backend.end();
+  const run = start(client, backend);
+  await backend.until(() => backend.pendingWrites === 1);
+  await tick();
+  backend.release(); // copies the data only now
+  await backend.until(() => backend.pendingWrites === 1);
+  await tick();
+  backend.release();
+  backend.gate = false;
+  await run.promise;
+  equal(backend.receivedText(), "AAAABBBB");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+Deno.test("property: any chunking in both directions arrives byte-exact", async () => {
+  const chunks = fc.array(fc.uint8Array({ minLength: 1, maxLength: 20_000 }), { maxLength: 12 });
+  await fc.assert(
+    fc.asyncProperty(chunks, chunks, fc.boolean(), async (up, down, gateWrites) => {
+      const client = new MemEndpoint("client");
+      const backend = new MemEndpoint("backend");
+      const run = start(client, backend);
+      for (const c of up) client.push(c);
+      for (const c of down) backend.push(c);
+      if (gateWrites) {
+        // Slow writers on both sides, released one write at a time.
+        client.gate = backend.gate = true;
+        client.end();
+        backend.end();
+        while (!run.settled) {
+          await tick();
+          client.release(1);
+          backend.release(1);
+        }
+      } else {
+        client.end();
+        backend.end();
+      }
+      const result: ForwardResult = await run.promise;
+      deepEqual(result, {
+        sent: up.reduce((n, c) => n + c.length, 0),
+        received: down.reduce((n, c) => n + c.length, 0),
+        error: null,
+      });
+      deepEqual(backend.received(), concat(up));
+      deepEqual(client.received(), concat(down));
+      ok(client.maxOutstandingReads <= 1 && backend.maxOutstandingReads <= 1);
+      ok(client.maxOutstandingWrites <= 1 && backend.maxOutstandingWrites <= 1);
+      equal(client.closeWriteCalls, 1);
+      equal(backend.closeWriteCalls, 1);
+      ok(client.closed && backend.closed);
+    }),
+    { numRuns: 100 },
+  );
+});

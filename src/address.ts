@@ -34,6 +34,9 @@ export function parseListenAddress(text: string): ListenAddress {
   } catch (e) {
     throw new RangeError((e as Error).message.replace("Invalid target", "Invalid listen address"));
   }
+  if (parsed.kind === "vsock") {
+    throw new RangeError(`Invalid listen address "${text}": vsock is for targets only`);
+  }
   if (parsed.kind === "tcp" && !/:\d+$/.test(text)) {
     throw new RangeError(`Invalid listen address "${text}": a port is required`);
   }

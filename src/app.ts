@@ -4,7 +4,8 @@
  * @module
  */
 import { ActivationError, type PassedSocket, takeListenEnv } from "./activation.ts";
-import { adopt, type Adopted, AdoptionError } from "./adopt.ts";
+import type { Socket } from "node:net";
+import { adopt, AdoptionError } from "./adopt.ts";
 import { type Command, HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
 import { listenOn } from "./listen.ts";
@@ -50,9 +51,10 @@ function permissionProblem(target: Target): string | null {
         : `Deno's permissions do not allow connecting to ${target.path}; ` +
           `add --allow-read=${target.path} --allow-write=${target.path} to the deno flags.`;
     case "abstract":
+    case "vsock":
       return granted({ name: "net" })
         ? null
-        : "Deno's permissions do not allow abstract Unix sockets; add --allow-net.";
+        : `Deno's permissions do not allow ${target.kind} sockets; add --allow-net.`;
     case "tcp":
       return granted({ name: "net", host: `${target.host}:${target.port}` })
         ? null
@@ -121,20 +123,50 @@ async function serve(options: Options): Promise<number> {
     );
     return EXIT_FAILURE;
   }
-  const problem = permissionProblem(options.target);
-  if (problem !== null) {
-    log("error", problem);
+  // Every socket needs a target: its own by name, or the positional default.
+  const targetFor = new Map<PassedSocket, Target>();
+  for (const socket of passed) {
+    const target = options.targets.get(socket.name) ?? options.target;
+    if (target === null) {
+      log(
+        "error",
+        `No target for the socket named "${socket.name}" (fd ${socket.fd}); give ` +
+          `--target=${socket.name}=TARGET or a default TARGET.`,
+      );
+      return EXIT_FAILURE;
+    }
+    targetFor.set(socket, target);
+  }
+  if (passed.length === 0 && options.target === null) {
+    log("error", "--listen needs a TARGET argument (--target= applies to passed sockets).");
     return EXIT_FAILURE;
+  }
+  for (const name of options.targets.keys()) {
+    if (passed.length > 0 && !passed.some((socket) => socket.name === name)) {
+      log("warning", `No passed socket is named "${name}"; --target=${name}=... is unused.`);
+    }
+  }
+  const used = passed.length > 0 ? [...targetFor.values()] : [options.target!];
+  for (const target of used) {
+    const problem = permissionProblem(target);
+    if (problem !== null) {
+      log("error", problem);
+      return EXIT_FAILURE;
+    }
   }
 
   const notifier = new Notifier(parseNotifySocket(env("NOTIFY_SOCKET")));
-  const target = formatTarget(options.target);
+  const forwardsTo = [...new Set(used.map(formatTarget))].join(", ");
   let statusTimer: ReturnType<typeof setTimeout> | undefined;
-  const status = () => `Forwarding to ${target}: ${proxy.active} active, ${proxy.served} served`;
+  const status = () =>
+    `Forwarding to ${forwardsTo}: ${proxy.active} active, ${proxy.served} served`;
   const proxy: Proxy = new Proxy({
-    target: options.target,
     connectionsMax: options.connectionsMax,
     exitIdleTimeUsec: options.exitIdleTimeUsec,
+    proxyProtocol: options.proxyProtocol,
+    connectTimeoutMs: options.connectTimeoutUsec / 1000,
+    idleTimeoutMs: options.idleTimeoutUsec / 1000,
+    keepalive: options.keepalive,
     onIdle: () => ending.resolve("idle"),
     onChange() {
       if (onlyConnections && proxy.active === 0) ending.resolve("done");
@@ -149,25 +181,31 @@ async function serve(options: Options): Promise<number> {
   const dataPath: DataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
   const closers: Array<() => void> = [];
   const descriptions: string[] = [];
-  const connections: Adopted[] = [];
+  const connections: Array<{ socket: Socket; target: Target }> = [];
   let onlyConnections = false;
   try {
     for (const socket of passed) {
-      const adopted = await adopt(socket, (client) => proxy.admit(socketClient(client, dataPath)));
+      const target = targetFor.get(socket)!;
+      const to = formatTarget(target);
+      const adopted = await adopt(
+        socket,
+        (client) => proxy.admit(socketClient(client, dataPath), target),
+      );
       if (adopted.kind === "listener") {
         const { listener } = adopted;
         closers.push(listener.close);
-        descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}")`);
+        descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}") to ${to}`);
       } else {
-        connections.push(adopted);
-        descriptions.push(`connection on fd ${socket.fd}`);
+        connections.push({ socket: adopted.socket, target });
+        descriptions.push(`connection on fd ${socket.fd} to ${to}`);
       }
     }
     if (passed.length === 0) {
+      const target = options.target!;
       for (const address of options.listen) {
-        const own = await listenOn(address, (conn) => proxy.admit(connClient(conn)));
+        const own = await listenOn(address, (conn) => proxy.admit(connClient(conn), target));
         closers.push(own.close);
-        descriptions.push(own.address);
+        descriptions.push(`${own.address} to ${formatTarget(target)}`);
       }
     } else if (options.listen.length > 0) {
       log("info", "Sockets were passed in, so --listen is ignored.");
@@ -181,7 +219,7 @@ async function serve(options: Options): Promise<number> {
 
   log(
     "info",
-    `Forwarding ${descriptions.join(", ")} to ${target}; at most ` +
+    `Forwarding ${descriptions.join(", ")}; at most ` +
       `${options.connectionsMax} connections` +
       (options.exitIdleTimeUsec === Infinity
         ? "."
@@ -190,9 +228,7 @@ async function serve(options: Options): Promise<number> {
   // With Accept=yes there is no listener: serve the connection(s), then exit.
   onlyConnections = closers.length === 0;
   // A passed connection is already being read by node:net, so it must stay on the portable path.
-  for (const c of connections) {
-    if (c.kind === "connection") proxy.admit(socketClient(c.socket, "portable"));
-  }
+  for (const c of connections) proxy.admit(socketClient(c.socket, "portable"), c.target);
   if (!onlyConnections) proxy.start();
   notifier.send(`READY=1\nSTATUS=${status()}`);
   const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);

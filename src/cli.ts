@@ -5,16 +5,34 @@
 import { parseArgs } from "node:util";
 import { type ListenAddress, parseListenAddress } from "./address.ts";
 import { DEFAULT_CONNECTIONS_MAX } from "./limit.ts";
+import type { ProxyProtocolVersion } from "./proxyprotocol.ts";
 import { parseTarget, type Target } from "./target.ts";
 import { formatTimespan, parseTimespan } from "./timespan.ts";
 
 /** The default of `--drain-timeout`: well inside systemd's default TimeoutStopSec= of 90s. */
 export const DEFAULT_DRAIN_TIMEOUT_USEC = 30_000_000;
 
+/**
+ * The default of `--connect-timeout`: long enough for a backend that systemd started at the
+ * same time as the socket to begin listening, short enough that a client of a backend that is
+ * really down is not kept waiting long.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_USEC = 5_000_000;
+
 /** How the proxy was asked to run. */
 export interface Options {
-  /** Where every client is forwarded to. */
-  readonly target: Target;
+  /** Where clients are forwarded to (the positional argument), unless `targets` names theirs. */
+  readonly target: Target | null;
+  /** Targets by socket name (`--target=NAME=TARGET`, repeatable). */
+  readonly targets: ReadonlyMap<string, Target>;
+  /** Send a PROXY protocol header to the backend first (`--proxy-protocol=v1|v2`). */
+  readonly proxyProtocol: ProxyProtocolVersion | null;
+  /** Keep retrying a backend that refuses for this long (`--connect-timeout`); 0: once. */
+  readonly connectTimeoutUsec: number;
+  /** Close a connection without traffic for this long (`--idle-timeout`); Infinity never. */
+  readonly idleTimeoutUsec: number;
+  /** TCP keepalive on client and backend sockets (off with `--no-keepalive`). */
+  readonly keepalive: boolean;
   /** The most connections open at once (`-c`, `--connections-max`). */
   readonly connectionsMax: number;
   /** Exit after this many microseconds without a connection; Infinity never. */
@@ -39,7 +57,9 @@ export class UsageError extends Error {
 }
 
 /** The text of `--help`. */
-export const HELP = `socket-proxyd [OPTIONS...] {HOST:PORT|[IPV6]:PORT|/PATH|@ABSTRACT}
+export const HELP =
+  `socket-proxyd [OPTIONS...] {HOST:PORT|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}
+socket-proxyd [OPTIONS...] --target=NAME=TARGET... [TARGET]
 
 Bidirectionally proxy local sockets to another (possibly remote) socket.
 Forwards every client of the sockets passed in by the service manager
@@ -53,11 +73,24 @@ Forwards every client of the sockets passed in by the service manager
                               duration, e.g. "30s", "5min 20s" (default: infinity)
      --drain-timeout=SPAN     On SIGTERM/SIGINT, let open connections finish
                               for up to this long (default: ${
-  formatTimespan(DEFAULT_DRAIN_TIMEOUT_USEC)
-})
+    formatTimespan(DEFAULT_DRAIN_TIMEOUT_USEC)
+  })
      --listen=ADDR            Listen on ADDR when no sockets are passed in:
                               PORT, HOST:PORT, [IPV6]:PORT, /PATH or @NAME
                               (repeatable; ignored under socket activation)
+     --target=NAME=TARGET     Forward clients of the passed socket named NAME
+                              (FileDescriptorName=) to TARGET (repeatable); the
+                              positional TARGET serves sockets not named here
+     --proxy-protocol=v1|v2   Send a PROXY protocol header with the client's
+                              address to the backend before any client byte
+     --connect-timeout=SPAN   Retry a backend that refuses or is unreachable
+                              for up to this long (default: ${
+    formatTimespan(DEFAULT_CONNECT_TIMEOUT_USEC)
+  }; 0: once)
+     --idle-timeout=SPAN      Close a connection without traffic in either
+                              direction for this long (default: infinity)
+     --no-keepalive           Do not turn on TCP keepalive on client and
+                              backend sockets
   -v --verbose                Log every connection when it ends
 
 See the socket-proxyd(8) man page for details.`;
@@ -70,6 +103,30 @@ function parseCount(text: string): number {
   if (n < 1) throw new UsageError("Connection limit is too low.");
   if (n > 2 ** 31 - 1) throw new UsageError(`Invalid --connections-max "${text}": too large`);
   return n;
+}
+
+function targetArgument(text: string): Target {
+  try {
+    return parseTarget(text);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function parseNamedTargets(specs: readonly string[]): Map<string, Target> {
+  const targets = new Map<string, Target>();
+  for (const spec of specs) {
+    const eq = spec.indexOf("=");
+    const name = spec.slice(0, eq);
+    if (eq < 1 || name.includes(":")) {
+      throw new UsageError(
+        `Invalid --target "${spec}": expected NAME=TARGET, NAME as in FileDescriptorName=`,
+      );
+    }
+    if (targets.has(name)) throw new UsageError(`Invalid --target: "${name}" is given twice`);
+    targets.set(name, targetArgument(spec.slice(eq + 1)));
+  }
+  return targets;
 }
 
 function parseSpanOption(name: string, text: string | undefined, fallback: number): number {
@@ -106,6 +163,11 @@ export function parseCommandLine(args: readonly string[]): Command {
         "drain-timeout": { type: "string" },
         listen: { type: "string", multiple: true },
         verbose: { type: "boolean", short: "v" },
+        target: { type: "string", multiple: true },
+        "proxy-protocol": { type: "string" },
+        "connect-timeout": { type: "string" },
+        "idle-timeout": { type: "string" },
+        "no-keepalive": { type: "boolean" },
       },
     });
   } catch (e) {
@@ -130,18 +192,27 @@ export function parseCommandLine(args: readonly string[]): Command {
       throw new UsageError(`Invalid --listen: ${(e as Error).message}`);
     }
   });
-  if (positionals.length === 0) throw new UsageError("Not enough parameters: no target given.");
+  const targets = parseNamedTargets(values.target ?? []);
+  if (positionals.length === 0 && targets.size === 0) {
+    throw new UsageError("Not enough parameters: no target given.");
+  }
   if (positionals.length > 1) {
     throw new UsageError(
       `Too many parameters: exactly one target expected, got ${positionals.join(" ")}`,
     );
   }
-  let target: Target;
-  try {
-    target = parseTarget(positionals[0]);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
+  const target = positionals.length === 0 ? null : targetArgument(positionals[0]);
+  const proxyProtocol = values["proxy-protocol"] ?? null;
+  if (proxyProtocol !== null && proxyProtocol !== "v1" && proxyProtocol !== "v2") {
+    throw new UsageError(`Invalid --proxy-protocol "${proxyProtocol}": expected v1 or v2`);
   }
+  const connectTimeoutUsec = parseSpanOption(
+    "connect-timeout",
+    values["connect-timeout"],
+    DEFAULT_CONNECT_TIMEOUT_USEC,
+  );
+  const idleTimeoutUsec = parseSpanOption("idle-timeout", values["idle-timeout"], Infinity);
+  if (idleTimeoutUsec === 0) throw new UsageError("Invalid --idle-timeout: must be more than 0");
   return {
     kind: "run",
     options: {
@@ -151,6 +222,11 @@ export function parseCommandLine(args: readonly string[]): Command {
       drainTimeoutUsec,
       listen,
       verbose: values.verbose ?? false,
+      targets,
+      proxyProtocol,
+      connectTimeoutUsec,
+      idleTimeoutUsec,
+      keepalive: !values["no-keepalive"],
     },
   };
 }

@@ -18,8 +18,11 @@ export interface Client {
   readonly remote: NetAddress;
   /** The address the client connected to (null for Unix sockets). */
   readonly local: NetAddress;
-  /** Takes the socket for forwarding. Call at most once, and not after {@link refuse}. */
-  open(): Endpoint;
+  /**
+   * Takes the socket for forwarding, with TCP keepalive on if `keepalive`. Call at most once,
+   * and not after {@link refuse}.
+   */
+  open(keepalive: boolean): Endpoint;
   /** Closes the connection unserved. */
   refuse(): void;
 }
@@ -44,8 +47,11 @@ export function socketClient(socket: Socket, dataPath: DataPath): Client {
   return {
     remote: netAddress(socket.remoteAddress, socket.remotePort),
     local: netAddress(socket.localAddress, socket.localPort),
-    open() {
-      if (!socket.destroyed) socket.setNoDelay(true);
+    open(keepalive) {
+      if (!socket.destroyed) {
+        socket.setNoDelay(true);
+        if (keepalive) socket.setKeepAlive(true);
+      }
       return (dataPath === "fast" ? takeEndpoint(socket) : null) ?? socketEndpoint(socket);
     },
     refuse: () => socket.destroy(),
@@ -58,8 +64,11 @@ export function connClient(conn: Deno.Conn): Client {
   return {
     remote: tcp ? conn.remoteAddr as Deno.NetAddr : null,
     local: tcp ? conn.localAddr as Deno.NetAddr : null,
-    open() {
-      if (tcp) (conn as Deno.TcpConn).setNoDelay(true);
+    open(keepalive) {
+      if (tcp) {
+        (conn as Deno.TcpConn).setNoDelay(true);
+        if (keepalive) (conn as Deno.TcpConn).setKeepAlive(true);
+      }
       return connEndpoint(conn);
     },
     refuse() {

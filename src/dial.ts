@@ -29,6 +29,8 @@ export async function dial(
       return await Deno.connect({ transport: "unix", path: target.path });
     case "abstract":
       return await Deno.connect({ transport: "unix", path: `\0${target.name}` });
+    case "vsock":
+      return await Deno.connect({ transport: "vsock", cid: target.cid, port: target.port });
     case "tcp": {
       const { host, port } = target;
       if (isIPAddress(host)) return await Deno.connect({ hostname: host, port });
@@ -48,5 +50,55 @@ export async function dial(
       }
       throw last;
     }
+  }
+}
+
+/** Pause after the first failed attempt; doubled after each further one, up to the maximum. */
+const RETRY_FIRST_MS = 25;
+const RETRY_MAX_MS = 500;
+
+/** Resolves to null after `ms` (never, for Infinity), cancellable through the returned handle. */
+function delay(ms: number): { promise: Promise<null>; cancel(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const promise = new Promise<null>((resolve) => {
+    if (Number.isFinite(ms)) timer = setTimeout(() => resolve(null), Math.min(ms, 2 ** 31 - 1));
+  });
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+/**
+ * Connects to `target`, retrying with a short back-off while it refuses or cannot be reached,
+ * until `timeoutMs` has passed (0: a single attempt, as the reference does). A backend that is
+ * still starting when the first client arrives is thus waited for rather than the client reset.
+ *
+ * @throws the last attempt's error once the time is up; a permission error at once.
+ */
+export async function dialWithRetry(
+  target: Target,
+  timeoutMs: number,
+  connect: (target: Target) => Promise<Deno.Conn> = dial,
+): Promise<Deno.Conn> {
+  if (timeoutMs <= 0) return await connect(target);
+  const deadline = performance.now() + timeoutMs;
+  let pause = RETRY_FIRST_MS;
+  for (;;) {
+    const attempt = connect(target);
+    const limit = delay(deadline - performance.now());
+    let conn: Deno.Conn | null;
+    try {
+      conn = await Promise.race([attempt, limit.promise]);
+    } catch (e) {
+      const left = deadline - performance.now();
+      if (e instanceof Deno.errors.NotCapable || left <= 0) throw e;
+      await delay(Math.min(pause, left)).promise;
+      pause = Math.min(pause * 2, RETRY_MAX_MS);
+      continue;
+    } finally {
+      limit.cancel();
+    }
+    if (conn !== null) return conn;
+    // Out of time with the attempt still pending (say, SYNs to an unreachable host).
+    attempt.then((late) => late.close(), () => {});
+    throw new Deno.errors.TimedOut(`no connection within ${Math.round(timeoutMs)} ms`);
   }
 }

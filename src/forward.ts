@@ -42,11 +42,21 @@ async function pump(from: Endpoint, to: Endpoint, count: (n: number) => void): P
   await to.closeWrite();
 }
 
+/** A connection was closed by `--idle-timeout`. */
+export class IdleTimeoutError extends Error {
+  override name = "IdleTimeout";
+}
+
 /**
  * Forwards between `client` and `backend` until both directions have ended or one has failed,
- * then closes both.
+ * then closes both. With a finite `idleTimeoutMs`, a connection on which nothing was read in
+ * either direction for that long is closed too.
  */
-export async function forward(client: Endpoint, backend: Endpoint): Promise<ForwardResult> {
+export async function forward(
+  client: Endpoint,
+  backend: Endpoint,
+  idleTimeoutMs = Infinity,
+): Promise<ForwardResult> {
   let sent = 0;
   let received = 0;
   let error: unknown = null;
@@ -56,10 +66,29 @@ export async function forward(client: Endpoint, backend: Endpoint): Promise<Forw
     client.close();
     backend.close();
   };
+  let lastActivity = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (Number.isFinite(idleTimeoutMs)) {
+    lastActivity = performance.now();
+    const check = () => {
+      const left = lastActivity + idleTimeoutMs - performance.now();
+      if (left <= 0) fail(new IdleTimeoutError(`no traffic for ${idleTimeoutMs} ms`));
+      else timer = setTimeout(check, Math.min(left, 2 ** 31 - 1));
+    };
+    timer = setTimeout(check, Math.min(idleTimeoutMs, 2 ** 31 - 1));
+  }
+  const idle = timer !== undefined;
   await Promise.all([
-    pump(client, backend, (n) => sent += n).catch(fail),
-    pump(backend, client, (n) => received += n).catch(fail),
+    pump(client, backend, (n) => {
+      sent += n;
+      if (idle) lastActivity = performance.now();
+    }).catch(fail),
+    pump(backend, client, (n) => {
+      received += n;
+      if (idle) lastActivity = performance.now();
+    }).catch(fail),
   ]);
+  clearTimeout(timer);
   client.close();
   backend.close();
   return { sent, received, error };

@@ -4,22 +4,29 @@
  * @module
  */
 import { type Client, formatAddress } from "./client.ts";
-import { dial } from "./dial.ts";
+import { dialWithRetry } from "./dial.ts";
 import { connEndpoint, type Endpoint } from "./endpoint.ts";
 import { forward } from "./forward.ts";
 import { IdleTimer } from "./idle.ts";
 import { ConnectionLimit } from "./limit.ts";
 import { log, Throttle } from "./log.ts";
+import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
 import { formatTarget, type Target } from "./target.ts";
 
 /** What the proxy needs to know. */
 export interface ProxyOptions {
-  /** Where every client is forwarded to. */
-  readonly target: Target;
-  /** The most connections open at once. */
+  /** The most connections open at once (over all targets). */
   readonly connectionsMax: number;
   /** Microseconds without a connection before `onIdle`; Infinity never. */
   readonly exitIdleTimeUsec: number;
+  /** Send this PROXY protocol header to the backend first, or none. */
+  readonly proxyProtocol: ProxyProtocolVersion | null;
+  /** Retry a refusing backend for this many milliseconds; 0 tries once. */
+  readonly connectTimeoutMs: number;
+  /** Close connections without traffic for this many milliseconds; Infinity never. */
+  readonly idleTimeoutMs: number;
+  /** Turn on TCP keepalive on both sides. */
+  readonly keepalive: boolean;
   /** Called once the idle span has passed. */
   readonly onIdle: () => void;
   /** Called whenever the number of open connections changes. */
@@ -65,8 +72,8 @@ export class Proxy {
     this.#idle.arm();
   }
 
-  /** Takes an accepted client: refuses it at the limit, else forwards it to the target. */
-  admit = (client: Client): void => {
+  /** Takes an accepted client: refuses it at the limit, else forwards it to `target`. */
+  admit = (client: Client, target: Target): void => {
     if (!this.#limit.tryAcquire()) {
       client.refuse();
       const held = this.#refusals.hit();
@@ -82,7 +89,7 @@ export class Proxy {
     this.#served++;
     this.#idle.disarm();
     this.#options.onChange?.();
-    this.#serve(client).finally(() => {
+    this.#serve(client, target).finally(() => {
       this.#limit.release();
       this.#options.onChange?.();
       if (this.#limit.active === 0) {
@@ -115,27 +122,38 @@ export class Proxy {
     return left;
   }
 
-  async #serve(client: Client): Promise<void> {
+  async #serve(client: Client, to: Target): Promise<void> {
+    const options = this.#options;
     const started = performance.now();
     const peer = formatAddress(client.remote);
-    const target = formatTarget(this.#options.target);
+    const target = formatTarget(to);
     let clientEnd: Endpoint | null = null;
     const abort = () => clientEnd === null ? client.refuse() : clientEnd.close();
     this.#open.add(abort);
     try {
-      let backend: Deno.Conn;
+      let backendEnd: Endpoint;
       try {
-        backend = await dial(this.#options.target);
+        const backend = await dialWithRetry(to, options.connectTimeoutMs);
+        if (backend.remoteAddr.transport === "tcp") {
+          (backend as Deno.TcpConn).setNoDelay(true);
+          if (options.keepalive) (backend as Deno.TcpConn).setKeepAlive(true);
+        }
+        backendEnd = connEndpoint(backend);
+        if (options.proxyProtocol !== null) {
+          const header = proxyHeader(options.proxyProtocol, client);
+          await backendEnd.write(header).catch((e) => {
+            backendEnd.close();
+            throw e;
+          });
+        }
       } catch (e) {
         client.refuse();
         this.#failed++;
         log("error", `Failed to connect to ${target} for ${peer}: ${(e as Error).message}`);
         return;
       }
-      if (backend.remoteAddr.transport === "tcp") (backend as Deno.TcpConn).setNoDelay(true);
-      const backendEnd = connEndpoint(backend);
-      clientEnd = client.open();
-      const result = await forward(clientEnd, backendEnd);
+      clientEnd = client.open(options.keepalive);
+      const result = await forward(clientEnd, backendEnd, options.idleTimeoutMs);
       const seconds = ((performance.now() - started) / 1000).toFixed(3);
       const ended = result.error === null ? "closed" : `aborted (${describeError(result.error)})`;
       log(

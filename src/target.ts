@@ -3,7 +3,8 @@
  *
  * Parsing is pure and follows systemd-socket-proxyd: a leading "/" is a Unix socket path, a
  * leading "@" an abstract Unix socket name, anything else HOST:PORT split at the last ":"
- * (port 80 when there is none). Unlike the reference, IPv6 may be written in brackets.
+ * (port 80 when there is none). Unlike the reference, IPv6 may be written in brackets, and
+ * "vsock:CID:PORT" names an AF_VSOCK socket.
  * @module
  */
 
@@ -27,8 +28,15 @@ export interface AbstractTarget {
   readonly name: string;
 }
 
+/** An AF_VSOCK socket (virtual machines and their host), written "vsock:CID:PORT". */
+export interface VsockTarget {
+  readonly kind: "vsock";
+  readonly cid: number;
+  readonly port: number;
+}
+
 /** Any target the proxy can forward to. */
-export type Target = TcpTarget | UnixTarget | AbstractTarget;
+export type Target = TcpTarget | UnixTarget | AbstractTarget | VsockTarget;
 
 /** The port used when a target names no port, as systemd-socket-proxyd does. */
 export const DEFAULT_PORT = 80;
@@ -113,6 +121,14 @@ export function parseTarget(text: string): Target {
     }
     return { kind: "abstract", name };
   }
+  const vsock = /^vsock:(\d{1,10}):(\d{1,10})$/.exec(text);
+  if (vsock) {
+    const [cid, port] = [Number(vsock[1]), Number(vsock[2])];
+    if (cid > 0xffffffff || port > 0xffffffff) {
+      throw new RangeError(`Invalid target "${text}": CID and port must fit in 32 bits`);
+    }
+    return { kind: "vsock", cid, port };
+  }
   if (text.startsWith("[")) {
     const close = text.indexOf("]");
     const host = close < 0 ? "" : text.slice(1, close);
@@ -143,5 +159,7 @@ export function formatTarget(target: Target): string {
       return target.path;
     case "abstract":
       return `@${target.name}`;
+    case "vsock":
+      return `vsock:${target.cid}:${target.port}`;
   }
 }

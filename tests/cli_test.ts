@@ -5,6 +5,7 @@ import fc from "npm:fast-check@3.23.2";
 import type { ListenAddress } from "../src/address.ts";
 import {
   type Command,
+  DEFAULT_CONNECT_TIMEOUT_USEC,
   DEFAULT_DRAIN_TIMEOUT_USEC,
   HELP,
   type Options,
@@ -35,6 +36,11 @@ const run = (target: string, overrides: Partial<Omit<Options, "target">> = {}): 
     drainTimeoutUsec: DEFAULT_DRAIN_TIMEOUT_USEC,
     listen: [],
     verbose: false,
+    targets: new Map(),
+    proxyProtocol: null,
+    connectTimeoutUsec: DEFAULT_CONNECT_TIMEOUT_USEC,
+    idleTimeoutUsec: Infinity,
+    keepalive: true,
     ...overrides,
   },
 });
@@ -61,6 +67,11 @@ Deno.test("parseCommandLine: a target alone gets the defaults", () => {
       drainTimeoutUsec: 30_000_000,
       listen: [],
       verbose: false,
+      targets: new Map(),
+      proxyProtocol: null,
+      connectTimeoutUsec: 5_000_000,
+      idleTimeoutUsec: Infinity,
+      keepalive: true,
     },
   });
 });
@@ -367,7 +378,7 @@ Deno.test("parseCommandLine: unknown options", () => {
   usage(["--foo", "h"], "Unknown option '--foo'.");
   usage(["-x", "h"], "Unknown option '-x'.");
   usage(["--connections", "5", "h"], "Unknown option '--connections'.");
-  usage(["--proxy-protocol=v1", "h"], "Unknown option '--proxy-protocol'.");
+  usage(["--proxy-protocol-v1", "h"], "Unknown option '--proxy-protocol-v1'.");
   usage(["--no-help", "h"], "Unknown option '--no-help'.");
   usage(["--HELP"], "Unknown option '--HELP'.");
   // An unknown option wins over --help, which is only looked at once all options parse.
@@ -406,10 +417,16 @@ Deno.test("HELP documents every option and the default limit", () => {
       "--drain-timeout=SPAN",
       "--listen=ADDR",
       "-v --verbose",
+      "--target=NAME=TARGET",
+      "--proxy-protocol=v1|v2",
+      "--connect-timeout=SPAN",
+      "--idle-timeout=SPAN",
+      "--no-keepalive",
+      "(default: 5s; 0: once)",
       "(default: 256)",
       "(default: infinity)",
       "(default: 30s)",
-      "{HOST:PORT|[IPV6]:PORT|/PATH|@ABSTRACT}",
+      "{HOST:PORT|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}",
     ]
   ) {
     ok(HELP.includes(text), text);
@@ -547,4 +564,79 @@ Deno.test("property: a single target is parseTarget's or an error naming it", ()
     }),
     { numRuns: 2000 },
   );
+});
+
+Deno.test("parseCommandLine: --proxy-protocol v1 and v2; anything else is an error", () => {
+  deepEqual(parseCommandLine(["--proxy-protocol=v1", "h:1"]), run("h:1", { proxyProtocol: "v1" }));
+  deepEqual(
+    parseCommandLine(["--proxy-protocol", "v2", "h:1"]),
+    run("h:1", { proxyProtocol: "v2" }),
+  );
+  usage(["--proxy-protocol=v3", "h:1"], 'Invalid --proxy-protocol "v3": expected v1 or v2');
+  usage(["--proxy-protocol=", "h:1"], 'Invalid --proxy-protocol "": expected v1 or v2');
+});
+
+Deno.test("parseCommandLine: --connect-timeout and --idle-timeout spans", () => {
+  deepEqual(
+    parseCommandLine(["--connect-timeout=0", "h:1"]),
+    run("h:1", { connectTimeoutUsec: 0 }),
+  );
+  deepEqual(
+    parseCommandLine(["--connect-timeout=1min", "--idle-timeout=2h", "h:1"]),
+    run("h:1", { connectTimeoutUsec: 60e6, idleTimeoutUsec: 7200e6 }),
+  );
+  deepEqual(
+    parseCommandLine(["--connect-timeout=infinity", "h:1"]),
+    run("h:1", { connectTimeoutUsec: Infinity }),
+  );
+  usage(["--idle-timeout=0", "h:1"], "Invalid --idle-timeout: must be more than 0");
+  usage(
+    ["--connect-timeout=soon", "h:1"],
+    'Invalid --connect-timeout: Invalid time span "soon": expected a number at "soon"',
+  );
+});
+
+Deno.test("parseCommandLine: --no-keepalive", () => {
+  deepEqual(parseCommandLine(["--no-keepalive", "h:1"]), run("h:1", { keepalive: false }));
+});
+
+Deno.test("parseCommandLine: --target=NAME=TARGET, with or without a default target", () => {
+  const named = parseCommandLine(["--target=web=127.0.0.1:8080", "--target=admin=/run/a.sock"]);
+  equal(named.kind, "run");
+  if (named.kind !== "run") return;
+  equal(named.options.target, null);
+  deepEqual([...named.options.targets], [
+    ["web", { kind: "tcp", host: "127.0.0.1", port: 8080 }],
+    ["admin", { kind: "unix", path: "/run/a.sock" }],
+  ]);
+  const mixed = parseCommandLine(["--target=web=[::1]:80", "h:1"]);
+  if (mixed.kind !== "run") return fail("expected run");
+  deepEqual(mixed.options.target, parseTarget("h:1"));
+  deepEqual(mixed.options.targets.get("web"), { kind: "tcp", host: "::1", port: 80 });
+  deepEqual(
+    (parseCommandLine(["--target=a=b=c:1"]) as { options: Options }).options.targets.get("a"),
+    parseTarget("b=c:1"),
+  );
+  usage(
+    ["--target=web"],
+    'Invalid --target "web": expected NAME=TARGET, NAME as in FileDescriptorName=',
+  );
+  usage(
+    ["--target==h:1"],
+    'Invalid --target "=h:1": expected NAME=TARGET, NAME as in FileDescriptorName=',
+  );
+  usage(
+    ["--target=a:b=h:1"],
+    'Invalid --target "a:b=h:1": expected NAME=TARGET, NAME as in FileDescriptorName=',
+  );
+  usage(["--target=w=h:1", "--target=w=h:2"], 'Invalid --target: "w" is given twice');
+  usage(
+    ["--target=w=h:99999"],
+    'Invalid target "h:99999": port "99999" is not a number from 1 to 65535',
+  );
+});
+
+Deno.test("parseCommandLine: vsock targets", () => {
+  deepEqual(parseCommandLine(["vsock:2:1234"]), run("vsock:2:1234"));
+  deepEqual(parseTarget("vsock:2:1234"), { kind: "vsock", cid: 2, port: 1234 });
 });

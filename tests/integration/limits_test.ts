@@ -95,7 +95,7 @@ Deno.test("a backend that is down: the client is closed, logged, and serving goe
   const port = freePort();
   const proxy = await startProxy({
     listen: [`127.0.0.1:${port}`],
-    args: [`127.0.0.1:${backendPort}`],
+    args: ["--connect-timeout=0", `127.0.0.1:${backendPort}`],
   });
   try {
     const early = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -121,7 +121,7 @@ Deno.test("an unresolvable backend name: the client is closed, logged, and servi
   const port = freePort();
   const proxy = await startProxy({
     listen: [`127.0.0.1:${port}`],
-    args: ["no-such-host.invalid:80"],
+    args: ["--connect-timeout=0", "no-such-host.invalid:80"],
   });
   try {
     for (let i = 0; i < 2; i++) {

@@ -223,7 +223,7 @@ Deno.test("--listen without socket activation: TCP and a Unix path we create and
     `--listen=${path}`,
     backendTarget(backend),
   ]);
-  await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+, \/.*own\.sock to/);
+  await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+, \/.*own\.sock to 127/);
   const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
   ok(await ping(tcp, 1));
   tcp.close();
@@ -334,7 +334,7 @@ Deno.test("Accept=yes with the backend down: the instance exits 1", async () => 
   const activator = await startProxy({
     listen: [`127.0.0.1:${port}`],
     activateFlags: ["--accept"],
-    args: [`127.0.0.1:${freePort()}`],
+    args: ["--connect-timeout=0", `127.0.0.1:${freePort()}`],
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await expectClosed(conn);

@@ -10,6 +10,7 @@
 import net from "node:net";
 import type { PassedSocket } from "./activation.ts";
 import { log } from "./log.ts";
+import { rearmer } from "./rearm.ts";
 
 /** A passed listening socket being served. */
 export interface Listener {
@@ -34,6 +35,41 @@ export class AdoptionError extends Error {
 
 /** The name systemd gives the socket of an `Accept=yes` service instance. */
 export const CONNECTION_NAME = "connection";
+
+/**
+ * How often every listener is re-armed in case running out of file descriptors stopped it (see
+ * `rearm.ts`): the longest a stopped listener stays stopped once descriptors are free again.
+ * A re-arm of a listener that works costs one event-loop wake-up and no system call.
+ */
+export const REARM_INTERVAL_MS = 500;
+
+const NO_RECOVERY = "if file descriptors run out, accepting may stop until a restart " +
+  "(keep LimitNOFILE= above twice --connections-max)";
+
+/** The re-arm functions of the listeners being served (by fd), and the one timer for all. */
+const rearmers = new Map<number, () => boolean>();
+let rearmTimer: ReturnType<typeof setInterval> | undefined;
+
+function stopRearming(fd: number, why: string | null): void {
+  if (!rearmers.delete(fd)) return;
+  if (why !== null) log("warning", `Listener on fd ${fd}: ${why}; ${NO_RECOVERY}.`);
+  if (rearmers.size === 0) {
+    clearInterval(rearmTimer);
+    rearmTimer = undefined;
+  }
+}
+
+/** Re-arms the listener on `fd` every {@link REARM_INTERVAL_MS} until {@link stopRearming}. */
+function keepArmed(fd: number, rearm: () => boolean): void {
+  rearmers.set(fd, rearm);
+  if (rearmTimer !== undefined) return;
+  rearmTimer = setInterval(() => {
+    for (const [each, again] of rearmers) {
+      if (!again()) stopRearming(each, "re-arming it failed");
+    }
+  }, REARM_INTERVAL_MS);
+  Deno.unrefTimer(rearmTimer); // Never what keeps the process alive.
+}
 
 function describe(server: net.Server): string {
   const address = server.address();
@@ -85,10 +121,20 @@ function adoptListener(
     });
     server.listen({ fd: passed.fd }, () => {
       listening = true;
+      // Recovery from running out of file descriptors, through private API (see rearm.ts).
+      const rearm = rearmer(server);
+      if (rearm === null) {
+        log("warning", `Listener on fd ${passed.fd}: this Deno cannot re-arm it; ${NO_RECOVERY}.`);
+      } else {
+        keepArmed(passed.fd, rearm);
+      }
       const listener: Listener = {
         passed,
         address: describe(server),
-        close: () => server.close(),
+        close: () => {
+          stopRearming(passed.fd, null);
+          server.close();
+        },
       };
       server.on("connection", (client: net.Socket) => {
         client.on("error", () => {}); // Reported where the client is used.

@@ -81,16 +81,19 @@ export async function dialWithRetry(
   if (timeoutMs <= 0) return await connect(target);
   const deadline = performance.now() + timeoutMs;
   let pause = RETRY_FIRST_MS;
+  let lastError: unknown = null;
   for (;;) {
+    const left = deadline - performance.now();
+    if (lastError !== null && left <= 0) throw lastError;
     const attempt = connect(target);
-    const limit = delay(deadline - performance.now());
+    const limit = delay(Math.max(left, 0));
     let conn: Deno.Conn | null;
     try {
       conn = await Promise.race([attempt, limit.promise]);
     } catch (e) {
-      const left = deadline - performance.now();
-      if (e instanceof Deno.errors.NotCapable || left <= 0) throw e;
-      await delay(Math.min(pause, left)).promise;
+      if (e instanceof Deno.errors.NotCapable) throw e;
+      lastError = e;
+      await delay(Math.min(pause, deadline - performance.now())).promise;
       pause = Math.min(pause * 2, RETRY_MAX_MS);
       continue;
     } finally {

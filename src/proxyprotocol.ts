@@ -83,21 +83,23 @@ export function proxyHeaderV1(addresses: ConnectionAddresses): Uint8Array {
 
 /**
  * A version 2 (binary) header: signature, command PROXY (0x21), family TCP over IPv4 (0x11) or
- * IPv6 (0x21) with addresses and ports; for a Unix client, whose peer has no address to tell,
- * family UNSPEC (0x00) with no address block, which receivers must accept and ignore.
+ * IPv6 (0x21) with addresses and ports. A Unix client's peer has no address to tell: that is
+ * command LOCAL (0x20) with family UNSPEC (0x00) and no address block, which the specification
+ * obliges receivers to accept (PROXY with UNSPEC they may reject, and haproxy does).
  */
 export function proxyHeaderV2(addresses: ConnectionAddresses): Uint8Array {
   const f = family(addresses);
   const size = f === null ? 0 : f[0] === "TCP4" ? 12 : 36;
   const out = new Uint8Array(16 + size);
   out.set(V2_SIGNATURE);
-  out[12] = 0x21; // Version 2, command PROXY.
   const view = new DataView(out.buffer);
   view.setUint16(14, size);
   if (f === null) {
+    out[12] = 0x20; // Version 2, command LOCAL.
     out[13] = 0x00; // AF_UNSPEC, UNSPEC transport.
     return out;
   }
+  out[12] = 0x21; // Version 2, command PROXY.
   const { remote, local } = addresses;
   if (f[0] === "TCP4") {
     out[13] = 0x11; // AF_INET, STREAM.

@@ -1,5 +1,5 @@
-import { equal, rejects } from "node:assert/strict";
-import { dial } from "../src/dial.ts";
+import { equal, ok, rejects } from "node:assert/strict";
+import { dial, dialWithRetry } from "../src/dial.ts";
 
 function freePort(hostname: string): number {
   const listener = Deno.listen({ hostname, port: 0 });
@@ -68,4 +68,62 @@ Deno.test("dial connects IP literals, Unix paths and abstract names without reso
     listener.close();
   }
   Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("dialWithRetry: waits for a backend that starts listening late", async () => {
+  const port = freePort("127.0.0.1");
+  let attempts = 0;
+  let listener: Deno.Listener | null = null;
+  const conn = await dialWithRetry({ kind: "tcp", host: "127.0.0.1", port }, 5000, (target) => {
+    attempts++;
+    // The backend comes up after two refused attempts.
+    if (attempts === 3) listener = Deno.listen({ hostname: "127.0.0.1", port });
+    return dial(target);
+  });
+  equal(attempts, 3, "two refused attempts, then the one that connects");
+  conn.close();
+  (listener as Deno.Listener | null)?.close();
+});
+
+Deno.test("dialWithRetry: gives up after the timeout with the last error", async () => {
+  const port = freePort("127.0.0.1");
+  const started = performance.now();
+  await rejects(
+    dialWithRetry({ kind: "tcp", host: "127.0.0.1", port }, 200),
+    Deno.errors.ConnectionRefused,
+  );
+  const waited = performance.now() - started;
+  ok(waited >= 150 && waited < 2000, `waited ${waited} ms`);
+});
+
+Deno.test("dialWithRetry: 0 tries exactly once", async () => {
+  let attempts = 0;
+  await rejects(
+    dialWithRetry({ kind: "tcp", host: "127.0.0.1", port: 1 }, 0, () => {
+      attempts++;
+      return Promise.reject(new Deno.errors.ConnectionRefused("refused"));
+    }),
+    Deno.errors.ConnectionRefused,
+  );
+  equal(attempts, 1);
+});
+
+Deno.test("dialWithRetry: a permission error is not retried", async () => {
+  let attempts = 0;
+  await rejects(
+    dialWithRetry({ kind: "unix", path: "/nope" }, 5000, () => {
+      attempts++;
+      return Promise.reject(new Deno.errors.NotCapable("no"));
+    }),
+    Deno.errors.NotCapable,
+  );
+  equal(attempts, 1);
+});
+
+Deno.test("dialWithRetry: an attempt that hangs is cut off at the deadline", async () => {
+  const never = () => new Promise<Deno.Conn>(() => {});
+  await rejects(
+    dialWithRetry({ kind: "tcp", host: "192.0.2.1", port: 9 }, 100, never),
+    Deno.errors.TimedOut,
+  );
 });

@@ -7,6 +7,7 @@ import {
   BUFFER_GROWTH,
   forward,
   type ForwardResult,
+  IdleTimeoutError,
   INITIAL_BUFFER,
   MAX_BUFFER,
 } from "../src/forward.ts";
@@ -649,4 +650,31 @@ Deno.test("property: any chunking in both directions arrives byte-exact", async 
     }),
     { numRuns: 100 },
   );
+});
+
+Deno.test("idle timeout: a connection without traffic for the span is closed on both sides", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const started = performance.now();
+  const result = await forward(client, backend, 100);
+  const waited = performance.now() - started;
+  ok(result.error instanceof IdleTimeoutError, String(result.error));
+  ok(client.closed && backend.closed);
+  ok(waited >= 95, `closed after ${waited} ms`);
+});
+
+Deno.test("idle timeout: traffic keeps a connection open past the span", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const running = forward(client, backend, 150);
+  for (let i = 0; i < 6; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    client.push(`ping ${i}`);
+  }
+  equal(client.closed, false, "still open after 300 ms of regular traffic");
+  client.end();
+  backend.end();
+  const result = await running;
+  equal(result.error, null);
+  equal(result.sent, 36);
 });

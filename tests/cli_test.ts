@@ -613,9 +613,10 @@ Deno.test("parseCommandLine: --target=NAME=TARGET, with or without a default tar
   if (mixed.kind !== "run") return fail("expected run");
   deepEqual(mixed.options.target, parseTarget("h:1"));
   deepEqual(mixed.options.targets.get("web"), { kind: "tcp", host: "::1", port: 80 });
+  // Only the first "=" separates the name: an abstract name may contain more.
   deepEqual(
-    (parseCommandLine(["--target=a=b=c:1"]) as { options: Options }).options.targets.get("a"),
-    parseTarget("b=c:1"),
+    (parseCommandLine(["--target=a=@b=c"]) as { options: Options }).options.targets.get("a"),
+    { kind: "abstract", name: "b=c" },
   );
   usage(
     ["--target=web"],

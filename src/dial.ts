@@ -71,7 +71,8 @@ function delay(ms: number): { promise: Promise<null>; cancel(): void } {
  * until `timeoutMs` has passed (0: a single attempt, as the reference does). A backend that is
  * still starting when the first client arrives is thus waited for rather than the client reset.
  *
- * @throws the last attempt's error once the time is up; a permission error at once.
+ * @throws the last attempt's error once the time is up; a permission error (Deno's or the
+ * system's, say EACCES on a Unix socket) at once.
  */
 export async function dialWithRetry(
   target: Target,
@@ -91,7 +92,8 @@ export async function dialWithRetry(
     try {
       conn = await Promise.race([attempt, limit.promise]);
     } catch (e) {
-      if (e instanceof Deno.errors.NotCapable) throw e;
+      // A refusal is worth waiting out; a lack of permission is a configuration error.
+      if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) throw e;
       lastError = e;
       await delay(Math.min(pause, deadline - performance.now())).promise;
       pause = Math.min(pause * 2, RETRY_MAX_MS);

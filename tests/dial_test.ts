@@ -109,15 +109,17 @@ Deno.test("dialWithRetry: 0 tries exactly once", async () => {
 });
 
 Deno.test("dialWithRetry: a permission error is not retried", async () => {
-  let attempts = 0;
-  await rejects(
-    dialWithRetry({ kind: "unix", path: "/nope" }, 5000, () => {
-      attempts++;
-      return Promise.reject(new Deno.errors.NotCapable("no"));
-    }),
-    Deno.errors.NotCapable,
-  );
-  equal(attempts, 1);
+  for (const error of [Deno.errors.NotCapable, Deno.errors.PermissionDenied]) {
+    let attempts = 0;
+    await rejects(
+      dialWithRetry({ kind: "unix", path: "/nope" }, 5000, () => {
+        attempts++;
+        return Promise.reject(new error("no"));
+      }),
+      error,
+    );
+    equal(attempts, 1);
+  }
 });
 
 Deno.test("dialWithRetry: an attempt that hangs is cut off at the deadline", async () => {

@@ -1,0 +1,102 @@
+/**
+ * The wrapper systemd/socket-proxyd and the example units: the wrapper grants exactly the
+ * deno.json permission set (plus the Unix socket paths it is given), and really runs the proxy.
+ * The units themselves are proven on a real systemd by tests/systemd/run.sh.
+ */
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { HELP } from "../../src/cli.ts";
+
+const root = new URL("../../", import.meta.url);
+const ROOT = root.pathname;
+const WRAPPER = `${ROOT}systemd/socket-proxyd`;
+const wrapper = Deno.readTextFileSync(WRAPPER);
+const config = JSON.parse(Deno.readTextFileSync(new URL("deno.json", root)));
+const SCENARIOS = ["unix-path", "namespace"];
+
+function flag(name: string): string[] {
+  return wrapper.match(new RegExp(`--${name}=(\\S+)`))?.[1].split(",") ?? [];
+}
+
+Deno.test("the wrapper grants exactly the deno.json permission set", () => {
+  const exec = wrapper.slice(wrapper.indexOf('exec "$deno" run'));
+  const set = config.permissions.proxy;
+  deepEqual(flag("allow-env").sort(), [...set.env].sort());
+  const base = /^write_paths=(\S+)$/m.exec(wrapper)?.[1].split(",") ?? [];
+  deepEqual(base.sort(), [...set.write].sort());
+  equal(flag("allow-write").join(","), '"$write_paths"');
+  equal(flag("allow-read").join(","), '"$read_paths"}');
+  ok(set.net === true && /--allow-net \\/.test(exec), "network");
+  for (const unstable of config.unstable) ok(exec.includes(`--unstable-${unstable}`), unstable);
+  ok(!/--allow-(run|ffi|sys|all|import)|-A\b|-P\b/.test(exec), "nothing more");
+  equal((exec.match(/--allow-write/g) ?? []).length, 1, "one --allow-write: a second replaces it");
+});
+
+async function runWrapper(args: string[]) {
+  const output = await new Deno.Command("sh", {
+    args: [WRAPPER, ...args],
+    env: { SOCKET_PROXYD_HOME: ROOT, SOCKET_PROXYD_DENO: Deno.execPath() },
+    clearEnv: true,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test("the wrapper runs the proxy", async () => {
+  const { code, stdout } = await runWrapper(["--version"]);
+  equal(code, 0);
+  match(stdout, new RegExp(`^socket-proxyd ${config.version.replaceAll(".", "\\.")} `));
+});
+
+Deno.test("the wrapper grants a Unix socket target to Deno, and only that", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-wrapper-" });
+  try {
+    const target = `${dir}/backend.sock`;
+    const listen = `@socket-proxyd-wrapper-test-${crypto.randomUUID()}`;
+    // Serves (and so passed the start-up permission check), then exits idle.
+    const served = await runWrapper([`--listen=${listen}`, "--exit-idle-time=100ms", target]);
+    equal(served.code, 0, served.stderr);
+    ok(served.stderr.includes(`to ${target}`), served.stderr);
+    // The same through deno run without the wrapper's grant fails at start-up with the hint.
+    const denied = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-q",
+        "-P=proxy",
+        `--config=${ROOT}deno.json`,
+        `${ROOT}main.ts`,
+        `--listen=${listen}`,
+        target,
+      ],
+      stdin: "null",
+      stdout: "null",
+    }).output();
+    equal(denied.code, 1);
+    match(new TextDecoder().decode(denied.stderr), /--allow-read=/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("the wrapper refuses a path that Deno's flags cannot express", async () => {
+  const { code, stderr } = await runWrapper(["--listen=@x", "/run/a,b.sock"]);
+  equal(code, 1);
+  match(stderr, /comma/);
+});
+
+Deno.test("the example services run the wrapper's install path, Type=notify, with a cache", () => {
+  for (const scenario of SCENARIOS) {
+    const unit = Deno.readTextFileSync(new URL(`systemd/${scenario}/proxy-to-nginx.service`, root));
+    const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? "";
+    ok(execStart.startsWith("/usr/local/bin/socket-proxyd "), scenario);
+    for (const option of execStart.matchAll(/--[a-z-]+/g)) ok(HELP.includes(option[0]), option[0]);
+    match(unit, /^Type=notify$/m);
+    match(unit, /^CacheDirectory=socket-proxyd$/m);
+    match(unit, /^Environment=DENO_DIR=%C\/socket-proxyd\b/m);
+    match(unit, /^# Not MemoryDenyWriteExecute=yes: V8/m);
+  }
+});

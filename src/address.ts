@@ -3,7 +3,13 @@
  * Pure parsing, in the target syntax plus a bare port.
  * @module
  */
-import { type AbstractTarget, parseTarget, type UnixTarget } from "./target.ts";
+import {
+  type AbstractTarget,
+  formatTarget,
+  parseTarget,
+  type Target,
+  type UnixTarget,
+} from "./target.ts";
 
 /** A TCP address to listen on; `host` null means every address (IPv6 and IPv4). */
 export interface TcpListenAddress {
@@ -45,15 +51,6 @@ export function parseListenAddress(text: string): ListenAddress {
 
 /** Formats a listen address for logs, in the syntax that parses back to it. */
 export function formatListenAddress(address: ListenAddress): string {
-  switch (address.kind) {
-    case "tcp":
-      if (address.host === null) return `${address.port}`;
-      return address.host.includes(":")
-        ? `[${address.host}]:${address.port}`
-        : `${address.host}:${address.port}`;
-    case "unix":
-      return address.path;
-    case "abstract":
-      return `@${address.name}`;
-  }
+  if (address.kind === "tcp" && address.host === null) return `${address.port}`;
+  return formatTarget(address as Target);
 }

@@ -190,6 +190,17 @@ export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint
   return out;
 }
 
+/** Sends one byte and expects it back from an echo backend: the connection is through. */
+export async function ping(conn: Deno.Conn, byte: number): Promise<boolean> {
+  try {
+    await writeAll(conn, new Uint8Array([byte]));
+    const buffer = new Uint8Array(1);
+    return (await conn.read(buffer)) === 1 && buffer[0] === byte;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads once more and expects the stream to end (or be reset) rather than deliver data. */
 export async function expectClosed(conn: Deno.Conn): Promise<void> {
   try {

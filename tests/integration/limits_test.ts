@@ -11,6 +11,7 @@ import {
   expectClosed,
   freePort,
   MAIN,
+  ping,
   Process,
   readAll,
   ROOT,
@@ -19,17 +20,6 @@ import {
 } from "./harness.ts";
 
 const encoder = new TextEncoder();
-
-/** Sends one byte and expects it echoed: the connection reached the backend. */
-async function ping(conn: Deno.Conn, byte: number): Promise<boolean> {
-  try {
-    await writeAll(conn, new Uint8Array([byte]));
-    const buffer = new Uint8Array(1);
-    return (await conn.read(buffer)) === 1 && buffer[0] === byte;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test("--connections-max is exact: the N+1th client is closed, a freed slot is reused", async () => {
   const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });

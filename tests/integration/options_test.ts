@@ -11,6 +11,7 @@ import {
   expectClosed,
   freePort,
   MAIN,
+  ping,
   Process,
   readAll,
   ROOT,
@@ -21,16 +22,6 @@ import {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-async function ping(conn: Deno.Conn, byte: number): Promise<boolean> {
-  try {
-    await writeAll(conn, new Uint8Array([byte]));
-    const buffer = new Uint8Array(1);
-    return (await conn.read(buffer)) === 1 && buffer[0] === byte;
-  } catch {
-    return false;
-  }
-}
 
 /** Sends an HTTP/1.0 request on `conn` and returns the response body. */
 async function httpGet(conn: Deno.Conn): Promise<string> {

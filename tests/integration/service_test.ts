@@ -12,6 +12,7 @@ import {
   freePort,
   MAIN,
   NotifyReceiver,
+  ping,
   Process,
   readAll,
   ROOT,
@@ -22,16 +23,6 @@ import {
 
 const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 const encoder = new TextEncoder();
-
-async function ping(conn: Deno.Conn, byte: number): Promise<boolean> {
-  try {
-    await writeAll(conn, new Uint8Array([byte]));
-    const buffer = new Uint8Array(1);
-    return (await conn.read(buffer)) === 1 && buffer[0] === byte;
-  } catch {
-    return false;
-  }
-}
 
 function backendTarget(backend: Backend): string {
   return `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;

@@ -1,0 +1,237 @@
+/**
+ * Metrics, targets, medians and ratios, and the Markdown table.
+ * @module
+ */
+import type { ContenderId } from "./services.ts";
+
+/** A target of issue 3, for the contender "ours". */
+export type Target =
+  | { readonly kind: "vsReference"; readonly min?: number; readonly max?: number }
+  | { readonly kind: "vsDirect"; readonly min: number }
+  | { readonly kind: "absolute"; readonly max: number };
+
+/** One reported quantity. */
+export interface Metric {
+  readonly id: string;
+  readonly label: string;
+  readonly unit: string;
+  readonly better: "higher" | "lower";
+  readonly digits: number;
+  readonly targets: readonly Target[];
+  /** Shown in the table (the others are kept in the JSON only). */
+  readonly table: boolean;
+  /** Drawn in the chart of ratios. */
+  readonly chart: boolean;
+}
+
+const m = (
+  id: string,
+  label: string,
+  unit: string,
+  better: "higher" | "lower",
+  digits: number,
+  targets: Target[] = [],
+  table = true,
+  chart = table,
+): Metric => ({ id, label, unit, better, digits, targets, table, chart });
+
+/** Every metric, in report order. */
+export const METRICS: readonly Metric[] = [
+  m("bulk_fwd_gbps", "Bulk client→backend", "Gbit/s", "higher", 2, [
+    { kind: "vsReference", min: 1.15 },
+    { kind: "vsDirect", min: 0.7 },
+  ]),
+  m("bulk_rev_gbps", "Bulk backend→client (-R)", "Gbit/s", "higher", 2, [
+    { kind: "vsReference", min: 1.15 },
+    { kind: "vsDirect", min: 0.7 },
+  ]),
+  m("connrate_rps", "New connections (Connection: close)", "req/s", "higher", 0, [
+    { kind: "vsReference", min: 1.3 },
+  ]),
+  m("connrate_p50_ms", "New connections p50 latency", "ms", "lower", 2),
+  m("connrate_p99_ms", "New connections p99 latency", "ms", "lower", 2),
+  m("keepalive_rps", "Keep-alive requests", "req/s", "higher", 0, [
+    { kind: "vsReference", min: 1.8 },
+  ]),
+  m("keepalive_p50_ms", "Keep-alive p50 latency", "ms", "lower", 2),
+  m("keepalive_p99_ms", "Keep-alive p99 latency", "ms", "lower", 2, [
+    { kind: "vsReference", max: 1.0 },
+  ]),
+  m("idle_kib_per_conn", "Idle memory per connection", "KiB", "lower", 1, [
+    { kind: "absolute", max: 16 },
+  ]),
+  m("idle_connections_held", "Idle connections held (fd limit)", "", "higher", 0, [], true, false),
+  m("idle_fds_per_conn", "Proxy fds per connection", "", "lower", 1, [], false),
+  m("idle_base_mib", "Proxy RSS before holding", "MiB", "lower", 1),
+  m("idle_total_mib", "Proxy RSS while holding", "MiB", "lower", 1, [], false),
+  m("coldstart_ms", "Cold start to first byte", "ms", "lower", 1, [
+    { kind: "absolute", max: 40 },
+  ]),
+  m("cpu_s_per_gib", "Proxy CPU per GiB forwarded", "s/GiB", "lower", 3),
+  m("cpu_fwd_s_per_gib", "Proxy CPU per GiB, client→backend", "s/GiB", "lower", 3, [], false),
+  m("cpu_rev_s_per_gib", "Proxy CPU per GiB, backend→client", "s/GiB", "lower", 3, [], false),
+  m("connrate_cpu_us_per_req", "Proxy CPU per new connection", "µs", "lower", 1, [], false),
+  m("keepalive_cpu_us_per_req", "Proxy CPU per keep-alive request", "µs", "lower", 1, [], false),
+  m("connrate_errors", "wrk errors, new connections", "", "lower", 0, [], false),
+  m("keepalive_errors", "wrk errors, keep-alive", "", "lower", 0, [], false),
+];
+
+/** The median of `xs` (NaN when empty). */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** All samples: metric id → contender → values. */
+export type AllSamples = Record<string, Partial<Record<ContenderId, number[]>>>;
+
+/** A target checked against the medians. */
+export interface TargetResult {
+  readonly metric: string;
+  readonly description: string;
+  /** The compared value: a ratio, or the absolute median. */
+  readonly value: number;
+  readonly met: boolean | null;
+}
+
+/** Per metric: medians by contender and ratios of ours to the reference and to direct. */
+export interface Summary {
+  readonly metric: Metric;
+  readonly medians: Partial<Record<ContenderId, number>>;
+  readonly min: Partial<Record<ContenderId, number>>;
+  readonly max: Partial<Record<ContenderId, number>>;
+  readonly count: Partial<Record<ContenderId, number>>;
+  /** ours / reference (NaN if either is missing). */
+  readonly vsReference: number;
+  /** ours-portable / reference. */
+  readonly portableVsReference: number;
+  /** ours / direct. */
+  readonly vsDirect: number;
+}
+
+/** Medians and ratios for every metric that has samples. */
+export function summarize(all: AllSamples): Summary[] {
+  const out: Summary[] = [];
+  for (const metric of METRICS) {
+    const by = all[metric.id];
+    if (!by) continue;
+    const medians: Partial<Record<ContenderId, number>> = {};
+    const min: Partial<Record<ContenderId, number>> = {};
+    const max: Partial<Record<ContenderId, number>> = {};
+    const count: Partial<Record<ContenderId, number>> = {};
+    for (const [c, xs] of Object.entries(by) as [ContenderId, number[]][]) {
+      if (xs.length === 0) continue;
+      medians[c] = median(xs);
+      min[c] = Math.min(...xs);
+      max[c] = Math.max(...xs);
+      count[c] = xs.length;
+    }
+    const ratio = (a?: number, b?: number) =>
+      a === undefined || b === undefined || b === 0 ? NaN : a / b;
+    out.push({
+      metric,
+      medians,
+      min,
+      max,
+      count,
+      vsReference: ratio(medians.ours, medians.reference),
+      portableVsReference: ratio(medians["ours-portable"], medians.reference),
+      vsDirect: ratio(medians.ours, medians.direct),
+    });
+  }
+  return out;
+}
+
+function describeTarget(t: Target, unit: string): string {
+  switch (t.kind) {
+    case "vsReference":
+      return t.min !== undefined ? `≥${t.min}× ref` : `≤${t.max}× ref`;
+    case "vsDirect":
+      return `≥${t.min}× direct`;
+    case "absolute":
+      return `≤${t.max} ${unit}`;
+  }
+}
+
+/** Every target checked; `met` is null when a needed median is missing. */
+export function checkTargets(summaries: readonly Summary[]): TargetResult[] {
+  const out: TargetResult[] = [];
+  for (const s of summaries) {
+    for (const t of s.metric.targets) {
+      const value = t.kind === "vsReference"
+        ? s.vsReference
+        : t.kind === "vsDirect"
+        ? s.vsDirect
+        : (s.medians.ours ?? NaN);
+      const met = Number.isNaN(value)
+        ? null
+        : t.kind === "vsReference"
+        ? (t.min === undefined || value >= t.min) && (t.max === undefined || value <= t.max)
+        : t.kind === "vsDirect"
+        ? value >= t.min
+        : value <= t.max;
+      out.push({
+        metric: s.metric.id,
+        description: `${s.metric.label}: ${describeTarget(t, s.metric.unit)}`,
+        value,
+        met,
+      });
+    }
+  }
+  return out;
+}
+
+function fmt(x: number | undefined, digits: number): string {
+  if (x === undefined || Number.isNaN(x)) return "–";
+  return x.toLocaleString("en-US", {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+}
+
+function fmtRatio(x: number): string {
+  return Number.isNaN(x) ? "–" : `${x.toFixed(2)}×`;
+}
+
+/** The Markdown table of medians, ratios and targets. */
+export function markdown(
+  summaries: readonly Summary[],
+  targets: readonly TargetResult[],
+  contenders: readonly ContenderId[],
+): string {
+  const portable = contenders.includes("ours-portable");
+  const head = [
+    "Metric",
+    "Unit",
+    ...contenders,
+    "ours/ref",
+    ...(portable ? ["portable/ref"] : []),
+    "ours/direct",
+    "Target",
+    "Met",
+  ];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  for (const s of summaries) {
+    if (!s.metric.table) continue;
+    const ts = targets.filter((t) => t.metric === s.metric.id);
+    const targetText = s.metric.targets.map((t) => describeTarget(t, s.metric.unit)).join(", ");
+    const met = ts.map((t) => t.met === null ? "?" : t.met ? "✅" : "❌").join(" ");
+    lines.push(
+      `| ${
+        [
+          s.metric.label,
+          s.metric.unit,
+          ...contenders.map((c) => fmt(s.medians[c], s.metric.digits)),
+          fmtRatio(s.vsReference),
+          ...(portable ? [fmtRatio(s.portableVsReference)] : []),
+          fmtRatio(s.vsDirect),
+          targetText,
+          met,
+        ].join(" | ")
+      } |`,
+    );
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,146 @@
+/**
+ * A dependency-free SVG bar chart of the ratios to the reference, oriented so that right of
+ * 1× is better for us, on a log scale, with the targets marked.
+ * @module
+ */
+import type { Summary, TargetResult } from "./report.ts";
+
+interface Row {
+  label: string;
+  value: number;
+  target: number | null;
+  series: "ours" | "portable" | "direct";
+  note: string;
+}
+
+function escape(text: string): string {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+function rows(summaries: readonly Summary[], targets: readonly TargetResult[]): Row[] {
+  const out: Row[] = [];
+  for (const s of summaries) {
+    if (!s.metric.chart) continue;
+    const orient = (r: number) => (s.metric.better === "higher" ? r : 1 / r);
+    const refTarget = s.metric.targets.find((t) => t.kind === "vsReference");
+    const target = refTarget === undefined || refTarget.kind !== "vsReference"
+      ? null
+      : refTarget.min !== undefined
+      ? orient(refTarget.min)
+      : orient(refTarget.max ?? 1);
+    const abs = targets.find((t) =>
+      t.metric === s.metric.id && s.metric.targets.some((x) => x.kind === "absolute")
+    );
+    const absTarget = s.metric.targets.find((t) => t.kind === "absolute");
+    const note = abs && absTarget?.kind === "absolute"
+      ? `ours ${abs.value.toFixed(1)} ${s.metric.unit} (target ≤${absTarget.max}) ${
+        abs.met ? "✓" : "✗"
+      }`
+      : "";
+    if (!Number.isNaN(s.vsReference)) {
+      out.push({
+        label: s.metric.label,
+        value: orient(s.vsReference),
+        target,
+        series: "ours",
+        note,
+      });
+    }
+    if (!Number.isNaN(s.portableVsReference)) {
+      out.push({
+        label: `${s.metric.label} (portable)`,
+        value: orient(s.portableVsReference),
+        target,
+        series: "portable",
+        note: "",
+      });
+    }
+    const direct = s.metric.targets.find((t) => t.kind === "vsDirect");
+    if (direct?.kind === "vsDirect" && !Number.isNaN(s.vsDirect)) {
+      out.push({
+        label: `${s.metric.label} vs direct`,
+        value: orient(s.vsDirect),
+        target: direct.min,
+        series: "direct",
+        note: "",
+      });
+    }
+  }
+  return out;
+}
+
+/** Renders the chart; `subtitle` names the machine and run. */
+export function chart(
+  summaries: readonly Summary[],
+  targets: readonly TargetResult[],
+  subtitle: string,
+): string {
+  const data = rows(summaries, targets);
+  const values = data.flatMap((r) => [r.value, r.target ?? 1]).filter((v) => v > 0);
+  const lo = 10 ** Math.floor(Math.log10(Math.min(0.5, ...values)));
+  const hi = 10 ** Math.ceil(Math.log10(Math.max(2, ...values)));
+  const labelW = 330, plotW = 430, valueW = 260, rowH = 24, top = 70, pad = 10;
+  const width = labelW + plotW + valueW;
+  const height = top + data.length * rowH + 50;
+  const x = (v: number) =>
+    labelW + ((Math.log10(Math.min(hi, Math.max(lo, v))) - Math.log10(lo)) /
+        (Math.log10(hi) - Math.log10(lo))) * plotW;
+  const colour = { ours: "#2b7bb9", portable: "#8fb8de", direct: "#7a7a7a" };
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${pad}" y="22" font-size="16" font-weight="bold">socket-proxyd vs ` +
+    `systemd-socket-proxyd: median ratios (right of 1× = ours better, log scale)</text>`,
+    `<text x="${pad}" y="42" fill="#555">${escape(subtitle)}</text>`,
+  ];
+  for (let g = lo; g <= hi * 1.001; g *= 10) {
+    for (const k of [1, 2, 5]) {
+      const v = g * k;
+      if (v > hi * 1.001) break;
+      const gx = x(v);
+      out.push(
+        `<line x1="${gx}" y1="${top - 8}" x2="${gx}" y2="${top + data.length * rowH}" ` +
+          `stroke="${v === 1 ? "#000" : "#ddd"}" stroke-width="${v === 1 ? 1.5 : 1}"/>`,
+        `<text x="${gx}" y="${top - 12}" text-anchor="middle" fill="#555">${v}×</text>`,
+      );
+    }
+  }
+  data.forEach((r, i) => {
+    const y = top + i * rowH;
+    const x1 = x(1), x2 = x(r.value);
+    out.push(
+      `<text x="${labelW - 8}" y="${y + 16}" text-anchor="end">${escape(r.label)}</text>`,
+      `<rect x="${Math.min(x1, x2)}" y="${y + 4}" width="${Math.max(1, Math.abs(x2 - x1))}" ` +
+        `height="${rowH - 8}" fill="${colour[r.series]}"/>`,
+    );
+    if (r.target !== null) {
+      const tx = x(r.target);
+      const met = r.value >= r.target - 1e-9;
+      out.push(
+        `<line x1="${tx}" y1="${y + 1}" x2="${tx}" y2="${y + rowH - 1}" stroke="${
+          met ? "#1a9641" : "#d7191c"
+        }" stroke-width="3"/>`,
+      );
+    }
+    const text = `${r.value.toFixed(2)}×` + (r.note ? `  ${r.note}` : "");
+    out.push(
+      `<text x="${labelW + plotW + 8}" y="${y + 16}">${escape(text)}</text>`,
+    );
+  });
+  const ly = top + data.length * rowH + 28;
+  out.push(
+    `<rect x="${pad}" y="${ly - 10}" width="12" height="12" fill="${colour.ours}"/>`,
+    `<text x="${pad + 18}" y="${ly}">ours / reference</text>`,
+    `<rect x="${pad + 150}" y="${ly - 10}" width="12" height="12" fill="${colour.portable}"/>`,
+    `<text x="${pad + 168}" y="${ly}">portable path / reference</text>`,
+    `<rect x="${pad + 350}" y="${ly - 10}" width="12" height="12" fill="${colour.direct}"/>`,
+    `<text x="${pad + 368}" y="${ly}">ours / direct</text>`,
+    `<line x1="${pad + 480}" y1="${ly - 10}" x2="${pad + 480}" y2="${ly + 2}" ` +
+      `stroke="#1a9641" stroke-width="3"/>`,
+    `<text x="${pad + 488}" y="${ly}">target (green met, red missed); lower-is-better ` +
+      `metrics shown as reference / ours</text>`,
+    `</svg>`,
+  );
+  return out.join("\n") + "\n";
+}

@@ -95,7 +95,7 @@ export async function dialWithRetry(
       // A refusal is worth waiting out; a lack of permission is a configuration error.
       if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) throw e;
       lastError = e;
-      await delay(Math.min(pause, deadline - performance.now())).promise;
+      await delay(Math.max(0, Math.min(pause, deadline - performance.now()))).promise;
       pause = Math.min(pause * 2, RETRY_MAX_MS);
       continue;
     } finally {

@@ -53,16 +53,23 @@ export function takeEndpoint(socket: Socket): Endpoint | null {
   const rid = handle.takeStream();
   if (typeof rid !== "number") return null;
   socket.destroy();
-  const ops = core;
+  return ridEndpoint(core, rid);
+}
+
+const endOfStream = (n: number): number | null => n === 0 ? null : n;
+
+/**
+ * An endpoint over a Deno stream resource. Plain promise chains rather than async functions: a
+ * pending read is then one op promise and one reaction, which idle connections hold for long.
+ */
+function ridEndpoint(ops: CoreOps, rid: number): Endpoint {
+  const write = (data: Uint8Array): Promise<void> =>
+    ops.write(rid, data).then((done) =>
+      done < data.length ? write(data.subarray(done)) : undefined
+    );
   return {
-    async read(buffer) {
-      const n = await ops.read(rid, buffer);
-      return n === 0 ? null : n;
-    },
-    async write(data) {
-      let done = await ops.write(rid, data);
-      while (done < data.length) done += await ops.write(rid, data.subarray(done));
-    },
+    read: (buffer) => ops.read(rid, buffer).then(endOfStream),
+    write,
     closeWrite: () => ops.shutdown(rid),
     close: () => ops.tryClose(rid),
   };

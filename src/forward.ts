@@ -10,8 +10,13 @@
  */
 import type { Endpoint } from "./endpoint.ts";
 
-/** The size of each direction's first buffer. */
-export const INITIAL_BUFFER = 4 * 1024;
+/**
+ * The size of each direction's first buffer. A pending read holds its buffer, so this is what an
+ * idle connection costs per direction: 512 bytes rather than 4 KiB took idle RSS from about 25.6
+ * to 18 KiB per connection (bench/, 9,000 held). Small requests and responses still fit in one
+ * read, and a bulk transfer reaches the maximum after six filled reads.
+ */
+export const INITIAL_BUFFER = 512;
 /** Buffers grow by this factor whenever a read fills them... */
 export const BUFFER_GROWTH = 4;
 /** ...up to this size. */

@@ -253,8 +253,8 @@ const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 // ---------------------------------------------------------------------------------------------
 
-Deno.test("buffer constants: 4 KiB, growing x4, up to 1 MiB", () => {
-  equal(INITIAL_BUFFER, 4096);
+Deno.test("buffer constants: 512 bytes, growing x4, up to 1 MiB", () => {
+  equal(INITIAL_BUFFER, 512);
   equal(BUFFER_GROWTH, 4);
   equal(MAX_BUFFER, 1024 * 1024);
 });
@@ -313,11 +313,12 @@ Deno.test("forward: data fed while running, in both directions, arrives in order
 Deno.test("forward: writes exactly the bytes read, never the whole buffer", async () => {
   const client = new MemEndpoint("client");
   const backend = new MemEndpoint("backend");
-  for (const n of [1, 100, 4095, 1, 7]) client.push(bytes(n, n));
+  const sizes = [1, 100, INITIAL_BUFFER - 1, 1, 7];
+  for (const n of sizes) client.push(bytes(n, n));
   client.end();
   backend.end();
   await forward(client, backend);
-  deepEqual(backend.writeSizes, [1, 100, 4095, 1, 7]);
+  deepEqual(backend.writeSizes, sizes);
   deepEqual(client.writeSizes, []);
 });
 
@@ -479,6 +480,15 @@ Deno.test("forward: an endpoint that throws synchronously is handled like a reje
 // ---------------------------------------------------------------------------------------------
 // Buffers
 
+/** The sizes a direction's buffer takes while every read fills it: INITIAL_BUFFER up to MAX_BUFFER. */
+function growth(): number[] {
+  const sizes = [INITIAL_BUFFER];
+  while (sizes.at(-1)! < MAX_BUFFER) {
+    sizes.push(Math.min(sizes.at(-1)! * BUFFER_GROWTH, MAX_BUFFER));
+  }
+  return sizes;
+}
+
 Deno.test("forward: buffers grow x4 while reads fill them, up to 1 MiB", async () => {
   const client = new MemEndpoint("client");
   const backend = new MemEndpoint("backend");
@@ -489,34 +499,25 @@ Deno.test("forward: buffers grow x4 while reads fill them, up to 1 MiB", async (
   const result = await forward(client, backend);
   equal(result.sent, data.length);
   deepEqual(backend.received(), data);
-  const KiB = 1024;
-  deepEqual(client.readSizes, [
-    4 * KiB,
-    16 * KiB,
-    64 * KiB,
-    256 * KiB,
-    1024 * KiB,
-    1024 * KiB,
-    1024 * KiB,
-    1024 * KiB, // the read that finds the end of stream
-  ]);
-  deepEqual(backend.writeSizes, [
-    4 * KiB,
-    16 * KiB,
-    64 * KiB,
-    256 * KiB,
-    1024 * KiB,
-    1024 * KiB,
-    data.length - (4 + 16 + 64 + 256 + 1024 + 1024) * KiB,
-  ]);
+  const sizes = growth();
+  equal(sizes.length, 7); // 512 B; 2, 8, 32, 128, 512 KiB; 1 MiB
+  const full: number[] = [...sizes];
+  let left = data.length - full.reduce((a, b) => a + b, 0);
+  while (left > MAX_BUFFER) {
+    full.push(MAX_BUFFER);
+    left -= MAX_BUFFER;
+  }
+  // Every read asks for the whole buffer; the last data read is partial, then end of stream.
+  deepEqual(client.readSizes, [...full, MAX_BUFFER, MAX_BUFFER]);
+  deepEqual(backend.writeSizes, [...full, left]);
   // The other direction saw no traffic and kept its small buffer.
-  deepEqual(backend.readSizes, [4 * KiB]);
+  deepEqual(backend.readSizes, [INITIAL_BUFFER]);
 });
 
 Deno.test("forward: buffers do not grow on partial reads", async () => {
   const client = new MemEndpoint("client");
   const backend = new MemEndpoint("backend");
-  for (let i = 0; i < 20; i++) client.push(bytes(4095, i + 1));
+  for (let i = 0; i < 20; i++) client.push(bytes(INITIAL_BUFFER - 1, i + 1));
   client.end();
   backend.end();
   await forward(client, backend);
@@ -526,16 +527,17 @@ Deno.test("forward: buffers do not grow on partial reads", async () => {
 Deno.test("forward: a buffer grows only after a read filled it", async () => {
   const client = new MemEndpoint("client");
   const backend = new MemEndpoint("backend");
+  const [first, second, third] = growth();
   client.push(bytes(10, 1));
-  client.push(bytes(4096, 2));
+  client.push(bytes(first, 2));
   client.push(bytes(10, 3));
-  client.push(bytes(16384, 4));
+  client.push(bytes(second, 4));
   client.push(bytes(10, 5));
   client.end();
   backend.end();
   await forward(client, backend);
-  deepEqual(client.readSizes, [4096, 4096, 16384, 16384, 65536, 65536]);
-  deepEqual(backend.writeSizes, [10, 4096, 10, 16384, 10]);
+  deepEqual(client.readSizes, [first, first, second, second, third, third]);
+  deepEqual(backend.writeSizes, [10, first, 10, second, 10]);
 });
 
 // ---------------------------------------------------------------------------------------------

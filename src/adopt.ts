@@ -10,7 +10,7 @@
 import net from "node:net";
 import type { PassedSocket } from "./activation.ts";
 import { log } from "./log.ts";
-import { rearmer } from "./rearm.ts";
+import { canDuplicate, duplicate, rearmer } from "./rearm.ts";
 
 /** A passed listening socket being served. */
 export interface Listener {
@@ -37,38 +37,56 @@ export class AdoptionError extends Error {
 export const CONNECTION_NAME = "connection";
 
 /**
- * How often every listener is re-armed in case running out of file descriptors stopped it (see
- * `rearm.ts`): the longest a stopped listener stays stopped once descriptors are free again.
- * A re-arm of a listener that works costs one event-loop wake-up and no system call.
+ * How often every listener is checked for having been stopped by running out of file
+ * descriptors, and got going again (see `rearm.ts`): the longest a stopped listener stays
+ * stopped once descriptors are free again. On a listener that works, a check costs one
+ * event-loop wake-up shared by all listeners and, for TCP, no system call.
  */
 export const REARM_INTERVAL_MS = 500;
+
+/**
+ * A quiet Unix listener is replaced at the first check after its last client, then ever less
+ * often while it stays quiet (doubling up to this), and at every check while descriptors are
+ * short: a stopped one is replaced as soon as they are free again (or within this, if it
+ * stopped and they freed up between two checks), and an idle one costs next to nothing.
+ */
+export const REPLACE_BACKOFF_MAX_MS = 30_000;
 
 const NO_RECOVERY = "if file descriptors run out, accepting may stop until a restart " +
   "(keep LimitNOFILE= above twice --connections-max)";
 
-/** The re-arm functions of the listeners being served (by fd), and the one timer for all. */
-const rearmers = new Map<number, () => boolean>();
-let rearmTimer: ReturnType<typeof setInterval> | undefined;
+/** One check of a listener, every {@link REARM_INTERVAL_MS}; false: stop checking it. */
+type Check = () => boolean;
 
-function stopRearming(fd: number, why: string | null): void {
-  if (!rearmers.delete(fd)) return;
-  if (why !== null) log("warning", `Listener on fd ${fd}: ${why}; ${NO_RECOVERY}.`);
-  if (rearmers.size === 0) {
-    clearInterval(rearmTimer);
-    rearmTimer = undefined;
-  }
+/** The checks of the listeners being served, and the one timer that runs them. */
+const checks = new Set<Check>();
+/** What each listener does when told that descriptors ran short (see {@link fdsRanShort}). */
+const onShort = new Set<() => void>();
+let checkTimer: ReturnType<typeof setInterval> | undefined;
+
+function startChecking(check: Check): void {
+  checks.add(check);
+  if (checkTimer !== undefined) return;
+  checkTimer = setInterval(() => {
+    for (const each of checks) if (!each()) stopChecking(each);
+  }, REARM_INTERVAL_MS);
+  Deno.unrefTimer(checkTimer as unknown as number); // Never what keeps the process alive.
 }
 
-/** Re-arms the listener on `fd` every {@link REARM_INTERVAL_MS} until {@link stopRearming}. */
-function keepArmed(fd: number, rearm: () => boolean): void {
-  rearmers.set(fd, rearm);
-  if (rearmTimer !== undefined) return;
-  rearmTimer = setInterval(() => {
-    for (const [each, again] of rearmers) {
-      if (!again()) stopRearming(each, "re-arming it failed");
-    }
-  }, REARM_INTERVAL_MS);
-  Deno.unrefTimer(rearmTimer); // Never what keeps the process alive.
+/**
+ * Tells the listeners that the process just ran out of file descriptors (say, a backend dial
+ * failed with EMFILE or ENFILE), when an accept may have failed unseen too: TCP listeners are
+ * re-armed at once, Unix listeners are replaced at the next check that finds them quiet
+ * instead of after their back-off. Optional: the checks find stopped listeners without it.
+ */
+export function fdsRanShort(): void {
+  for (const each of onShort) each();
+}
+
+function stopChecking(check: Check): void {
+  if (!checks.delete(check) || checks.size > 0) return;
+  clearInterval(checkTimer);
+  checkTimer = undefined;
 }
 
 function describe(server: net.Server): string {
@@ -98,15 +116,141 @@ function adoptConnection(passed: PassedSocket, hint = ""): Adopted {
   return { kind: "connection", passed, socket };
 }
 
+const SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, pauseOnConnect: true };
+
+/**
+ * Serves a listening socket: the adopted fd, and after a replacement (see {@link guard}) a
+ * duplicate of it, always through exactly one server at a time.
+ */
+class ServedListener implements Listener {
+  readonly address: string;
+  #server: net.Server;
+  #closed = false;
+  /** Whether a client arrived since the last check. */
+  #busy = false;
+  #replacing = false;
+  /** Unix: quiet checks between replacements, and how many are left before the next. */
+  #interval = 1;
+  #wait = 1;
+  /** Reacts to {@link fdsRanShort}. */
+  #short = (): void => {
+    if (this.#check === null || this.#closed || !checks.has(this.#check)) return;
+    if (this.#rearmed) this.#check();
+    else this.#interval = this.#wait = 1;
+  };
+  /** Whether the listener is re-armed in place (TCP) rather than replaced (Unix). */
+  #rearmed = false;
+  #check: Check | null = null;
+
+  constructor(
+    readonly passed: PassedSocket,
+    server: net.Server,
+    readonly onClient: (client: net.Socket, listener: Listener) => void,
+  ) {
+    this.#server = server;
+    this.address = describe(server);
+    this.#serve(server);
+    this.#guard();
+  }
+
+  close = (): void => {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#check !== null) stopChecking(this.#check);
+    onShort.delete(this.#short);
+    this.#server.close();
+  };
+
+  #serve(server: net.Server): void {
+    server.on("error", (error) => log("error", this.#say(`failed to accept: ${error.message}`)));
+    server.on("connection", (client: net.Socket) => {
+      this.#busy = true;
+      client.on("error", () => {}); // Reported where the client is used.
+      this.onClient(client, this);
+    });
+  }
+
+  #say(what: string): string {
+    return `Listener on fd ${this.passed.fd}: ${what}`;
+  }
+
+  /** Keeps the listener accepting after running out of descriptors: private API, see rearm.ts. */
+  #guard(): void {
+    const rearm = rearmer(this.#server);
+    if (rearm !== null && rearm()) {
+      // TCP: re-arm in place on every check; harmless when it was not stopped.
+      this.#rearmed = true;
+      this.#check = () => {
+        if (this.#closed) return false;
+        if (rearm()) return true;
+        log("warning", this.#say(`re-arming it failed; ${NO_RECOVERY}.`));
+        return false;
+      };
+    } else if (canDuplicate(this.#server)) {
+      // Unix: replace a listener that has taken no client since the last check (see
+      // REPLACE_BACKOFF_MAX_MS for how often).
+      const most = Math.max(1, Math.round(REPLACE_BACKOFF_MAX_MS / REARM_INTERVAL_MS));
+      this.#check = () => {
+        if (this.#closed) return false;
+        if (this.#busy || this.#replacing) {
+          this.#busy = false;
+          this.#interval = this.#wait = 1;
+          return true;
+        }
+        if (--this.#wait > 0) return true;
+        const outcome = this.#replace();
+        if (outcome === "short") this.#interval = 1;
+        else this.#interval = Math.min(2 * this.#interval, most);
+        this.#wait = this.#interval;
+        return outcome !== "stop";
+      };
+    } else {
+      log("warning", this.#say(`this Deno cannot restart it; ${NO_RECOVERY}.`));
+      return;
+    }
+    startChecking(this.#check);
+    onShort.add(this.#short);
+  }
+
+  /**
+   * Serves a duplicate of the socket through a fresh server, then closes the current one.
+   * @returns "short" when no descriptor was to be had, "stop" when this cannot work here.
+   */
+  #replace(): "replacing" | "short" | "stop" {
+    const fd = duplicate(this.#server);
+    if (fd === "failed") return "short"; // Out of descriptors, most likely: next time.
+    if (fd === "unsupported") {
+      log("warning", this.#say(`duplicating it failed; ${NO_RECOVERY}.`));
+      return "stop";
+    }
+    this.#replacing = true;
+    const next = net.createServer(SERVER_OPTIONS);
+    next.once("error", (error) => {
+      // The duplicate may stay open; do not risk that again.
+      this.#replacing = false;
+      log("warning", this.#say(`serving a duplicate failed (${error.message}); ${NO_RECOVERY}.`));
+      if (this.#check !== null) stopChecking(this.#check);
+    });
+    next.listen({ fd }, () => {
+      this.#replacing = false;
+      next.removeAllListeners("error");
+      if (this.#closed) return next.close();
+      this.#serve(next);
+      const stopped = this.#server;
+      this.#server = next;
+      stopped.close();
+    });
+    return "replacing";
+  }
+}
+
 function adoptListener(
   passed: PassedSocket,
   onClient: (client: net.Socket, listener: Listener) => void,
 ): Promise<Adopted> {
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
-  let listening = false;
+  const server = net.createServer(SERVER_OPTIONS);
   return new Promise((resolve, reject) => {
-    server.on("error", (error: Error & { code?: string }) => {
-      if (listening) return log("error", `Failed to accept on fd ${passed.fd}: ${error.message}`);
+    server.once("error", (error: Error & { code?: string }) => {
       // A connected socket cannot listen (EINVAL): that is an Accept=yes connection.
       // (Deno closes a Unix fd whose listen() failed, so Unix connections must come named.)
       if (error.code === "EINVAL") {
@@ -120,27 +264,8 @@ function adoptListener(
       reject(notStream(passed, error.code ?? error.message));
     });
     server.listen({ fd: passed.fd }, () => {
-      listening = true;
-      // Recovery from running out of file descriptors, through private API (see rearm.ts).
-      const rearm = rearmer(server);
-      if (rearm === null) {
-        log("warning", `Listener on fd ${passed.fd}: this Deno cannot re-arm it; ${NO_RECOVERY}.`);
-      } else {
-        keepArmed(passed.fd, rearm);
-      }
-      const listener: Listener = {
-        passed,
-        address: describe(server),
-        close: () => {
-          stopRearming(passed.fd, null);
-          server.close();
-        },
-      };
-      server.on("connection", (client: net.Socket) => {
-        client.on("error", () => {}); // Reported where the client is used.
-        onClient(client, listener);
-      });
-      resolve({ kind: "listener", listener });
+      server.removeAllListeners("error");
+      resolve({ kind: "listener", listener: new ServedListener(passed, server, onClient) });
     });
   });
 }

@@ -1,49 +1,85 @@
 /**
- * Re-arming a `node:net` listener that running out of file descriptors has stopped.
+ * Getting a `node:net` listener going again after running out of file descriptors stopped it.
  *
  * In Deno 2.9 a `node:net` server (adopted fd or not, TCP or Unix) stops accepting for good once
  * an accept() fails with EMFILE or ENFILE: its libuv-compatible layer drops the failed accept
  * without asking the reactor to wake it again, so there is no 'error' event, `listening` stays
- * true, and clients wait in the kernel's backlog even after descriptors have been freed.
+ * true, and clients wait in the kernel's accept queue even after descriptors have been freed.
+ * Nothing tells us when that happened, so the adoption layer applies one of two remedies on a
+ * timer, both measured on Deno 2.9.6:
  *
- * Calling `listen(backlog)` again on the server's native handle (`server._handle`) re-arms it.
- * Measured on Deno 2.9.6 (strace): on an adopted socket it makes no system call on the socket,
- * so the backlog the service manager chose stays; it only makes the event loop poll the
- * listener again, which accepts whatever waits (or, with descriptors still short, fails once
- * more and waits for the next re-arm). On a listener that works it changes nothing: no
- * connection is delivered twice or lost.
+ * - TCP ({@link rearmer}): calling `listen(backlog)` again on the server's native handle makes
+ *   the event loop poll the listener again. It makes no system call on the socket (strace), so
+ *   the backlog the service manager chose stays; on a listener that works it changes nothing.
+ * - Unix (where that `listen` answers EINVAL and changes nothing): {@link duplicate} the socket
+ *   with the handle's `fdForIpc()` (a dup(2)), serve the copy with a fresh server, and close the
+ *   stopped one. The accept queue belongs to the socket, not to the descriptor, so no waiting
+ *   client is lost, and an adopted socket's path is never unlinked by the close.
  *
- * `_handle` and its `listen` are private API that a Deno release may change or fix, so this
- * module is the only place that touches them, and {@link rearmer} reports `null` when they are
- * missing; callers then go on without recovery (and say so once).
+ * `_handle`, its `listen` and its `fdForIpc` are private API that a Deno release may change or
+ * fix, so this module is the only place that touches them; each function reports `null` when
+ * what it needs is missing, and callers then go on without recovery (and say so once).
  * @module
  */
 import type { Server } from "node:net";
 
-/** The backlog passed to the re-arming `listen()`; node:net uses the same default. */
+/** The backlog passed to the re-arming `listen()` (ignored for an adopted socket). */
 export const REARM_BACKLOG = 511;
 
-interface ListenableHandle {
+interface NativeHandle {
   listen(backlog: number): number;
+  fdForIpc(): number;
+}
+
+function handleOf(server: Server): Partial<NativeHandle> | null {
+  const handle = (server as unknown as { _handle?: Partial<NativeHandle> | null })._handle;
+  return handle ?? null;
 }
 
 /**
- * Finds the way to re-arm `server`, once it is listening.
+ * Finds the way to re-arm a listening `server` in place.
  *
- * @returns a function that re-arms it and tells whether that worked (a non-zero status or an
- * exception means this Deno does not support it), or null when this Deno lacks the handle.
+ * @returns a function that re-arms it and tells whether that worked (it does not for Unix
+ * sockets: callers should try it once at start and fall back to {@link duplicate}), or null
+ * when this Deno's handle has no `listen`.
  */
 export function rearmer(server: Server): (() => boolean) | null {
-  const handle = (server as unknown as { _handle?: Partial<ListenableHandle> | null })._handle;
-  if (handle === null || handle === undefined || typeof handle.listen !== "function") return null;
-  const listenable = handle as ListenableHandle;
+  const handle = handleOf(server);
+  if (handle === null || typeof handle.listen !== "function") return null;
+  const listenable = handle as NativeHandle;
   return () => {
     // The handle is gone once the server is closed; nothing to re-arm then.
-    if ((server as unknown as { _handle?: unknown })._handle !== listenable) return false;
+    if (handleOf(server) !== listenable) return false;
     try {
       return listenable.listen(REARM_BACKLOG) === 0;
     } catch {
       return false;
     }
   };
+}
+
+/** Whether this Deno's handle of `server` offers what {@link duplicate} needs. */
+export function canDuplicate(server: Server): boolean {
+  return typeof handleOf(server)?.fdForIpc === "function";
+}
+
+/** Why {@link duplicate} gave no descriptor. */
+export type DuplicateFailure = "unsupported" | "failed";
+
+/**
+ * Duplicates the listening socket of `server` into a new descriptor (close-on-exec) that a new
+ * server can adopt.
+ *
+ * @returns the new descriptor; "failed" when dup(2) failed (out of descriptors, most likely);
+ * "unsupported" when this Deno's handle cannot do it.
+ */
+export function duplicate(server: Server): number | DuplicateFailure {
+  const handle = handleOf(server);
+  if (handle === null || typeof handle.fdForIpc !== "function") return "unsupported";
+  try {
+    const fd = handle.fdForIpc();
+    return Number.isInteger(fd) && fd >= 0 ? fd : "failed";
+  } catch {
+    return "unsupported";
+  }
 }

@@ -1,0 +1,96 @@
+/**
+ * Least privilege. The permission set the proxy is deployed with (`proxy` in deno.json, used by
+ * every task that runs it) grants only the network, the service manager's variables and the
+ * sd_notify socket; and inside the real, running proxy those flags refuse everything else:
+ * reading /etc/shadow, any other file, running programs, native code, the rest of the
+ * environment.
+ */
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { echoBackend, freePort, ROOT } from "./integration/harness.ts";
+import { startLimitedProxy } from "./faults/helpers.ts";
+
+const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+
+/** What the proxy may read from its environment: sd_listen_fds(3), sd_notify(3), journal. */
+const ALLOWED_VARIABLES =
+  /^(LISTEN_(PID|PIDFDID|FDS|FDNAMES)|NOTIFY_SOCKET|WATCHDOG_(USEC|PID)|JOURNAL_STREAM|SOCKET_PROXYD_DATA_PATH)$/;
+/** The only paths it may write to: the service manager's notification socket. */
+const ALLOWED_WRITES = ["/run/systemd/notify"];
+
+Deno.test("the deployment permission set grants the network, the service manager's variables and its socket, nothing else", () => {
+  const set = config.permissions.proxy;
+  deepEqual(Object.keys(set).sort(), ["env", "net", "write"]);
+  equal(set.net, true, "network: clients are accepted and targets dialled anywhere");
+  ok(Array.isArray(set.env) && set.env.length > 0);
+  for (const variable of set.env) match(variable, ALLOWED_VARIABLES);
+  deepEqual(set.write, ALLOWED_WRITES);
+  for (const kind of ["read", "run", "ffi", "sys", "import", "all"]) {
+    equal(set[kind], undefined, `no ${kind} permission`);
+  }
+});
+
+Deno.test("every task that runs the proxy uses exactly that permission set", () => {
+  const runners = Object.entries(config.tasks as Record<string, string>)
+    .filter(([, command]) => /\bdeno (run|compile)\b.*(^|\s)main\.ts(\s|$)/.test(command));
+  ok(runners.length >= 3, `start, socket-activate, compile: ${runners.map(([n]) => n)}`);
+  for (const [name, command] of runners) {
+    ok(command.includes("-P=proxy"), `${name} uses -P=proxy`);
+    ok(!/(^|\s)(-A|--allow-\S+)/.test(command), `${name} grants nothing more: ${command}`);
+  }
+});
+
+Deno.test("the proxy's source never spawns, opens files, loads native code or makes requests", () => {
+  const forbidden =
+    /\bDeno\.(Command|run|open|openSync|create|readFile|readTextFile|writeFile|writeTextFile|dlopen|makeTemp\w*)\b|\bfetch\(|node:(child_process|fs|http|https|worker_threads)/;
+  const files = [
+    `${ROOT}main.ts`,
+    ...[...Deno.readDirSync(`${ROOT}src`)]
+      .filter((entry) => entry.name.endsWith(".ts"))
+      .map((entry) => `${ROOT}src/${entry.name}`),
+  ];
+  for (const file of files) {
+    const source = Deno.readTextFileSync(file).replace(/^\s*(\/\/|\*).*$/gm, ""); // No comments.
+    const found = forbidden.exec(source);
+    ok(found === null, `${file} uses ${found?.[0]}`);
+  }
+});
+
+Deno.test("inside the running proxy, its deployment flags refuse /etc/shadow, other files, programs, native code and other variables", async () => {
+  const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  // The same `deno run` flags as deployment (harness DENO_RUN: -P=proxy), plus a probe module
+  // run first in the same process; the proxy then serves as usual.
+  const proxy = await startLimitedProxy({
+    listen: [`127.0.0.1:${port}`],
+    args: [`127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`],
+    denoFlags: [`--preload=${ROOT}tests/faults/permission_probe.ts`],
+  });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new Uint8Array([1]));
+    equal(await conn.read(new Uint8Array(1)), 1, "the proxy serves as usual");
+    conn.close();
+    await proxy.process.waitForLog(/^probe granted: .*$/m);
+    const probes = new Map(
+      [...proxy.stderr.matchAll(/^probe ([^:]+): (.*)$/gm)].map((m) => [m[1], m[2]]),
+    );
+    ok(probes.size >= 17, [...probes.keys()].join(", "));
+    for (const [name, outcome] of probes) {
+      if (name === "granted") continue;
+      equal(outcome, "denied (NotCapable)", `${name} must be refused by a permission check`);
+    }
+    equal(
+      probes.get("granted"),
+      "net=granted env:LISTEN_FDS=granted env:NOTIFY_SOCKET=granted env:WATCHDOG_USEC=granted",
+    );
+    equal(probes.get("read /etc/shadow"), "denied (NotCapable)");
+  } finally {
+    await proxy.stop();
+    await backend.close();
+    try {
+      Deno.removeSync(`/tmp/socket-proxyd-probe-${proxy.pid}`); // Only if the probe got through.
+    } catch {
+      // Not there: refused, as it should be.
+    }
+  }
+});

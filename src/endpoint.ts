@@ -17,7 +17,18 @@ export interface Endpoint {
   closeWrite(): Promise<void>;
   /** Closes the socket in both directions; pending reads and writes fail. Idempotent. */
   close(): void;
+  /**
+   * Checks that the peer has not reset the connection, without reading or sending anything (an
+   * empty write): rejects if it has. Only called before `closeWrite`. Absent where the data
+   * path cannot tell; a reset is then noticed at the next read or write.
+   */
+  probe?(): Promise<void>;
 }
+
+/** What a probe writes. */
+export const EMPTY: Uint8Array = new Uint8Array(0);
+
+function ignore(): void {}
 
 /** Wraps a `Deno.Conn` (TCP or Unix) as an endpoint. */
 export function connEndpoint(conn: Deno.Conn): Endpoint {
@@ -28,6 +39,7 @@ export function connEndpoint(conn: Deno.Conn): Endpoint {
       while (done < data.length) done += await conn.write(data.subarray(done));
     },
     closeWrite: () => conn.closeWrite(),
+    probe: () => conn.write(EMPTY).then(ignore),
     close() {
       try {
         conn.close();
@@ -39,7 +51,8 @@ export function connEndpoint(conn: Deno.Conn): Endpoint {
 }
 
 /**
- * Wraps a `node:net` socket as an endpoint through its public stream API.
+ * Wraps a `node:net` socket as an endpoint through its public stream API. It cannot be probed:
+ * Deno's `node:net` makes no system call for an empty write.
  *
  * The socket must have been created with `allowHalfOpen`, or its end of stream would close it.
  */

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Socket } from "node:net";
-import type { Endpoint } from "./endpoint.ts";
+import { EMPTY, type Endpoint } from "./endpoint.ts";
 
 interface CoreOps {
   read(rid: number, buffer: Uint8Array): Promise<number>;
@@ -57,6 +57,7 @@ export function takeEndpoint(socket: Socket): Endpoint | null {
 }
 
 const endOfStream = (n: number): number | null => n === 0 ? null : n;
+const ignore = (): void => {};
 
 /**
  * An endpoint over a Deno stream resource. Plain promise chains rather than async functions: a
@@ -71,6 +72,7 @@ function ridEndpoint(ops: CoreOps, rid: number): Endpoint {
     read: (buffer) => ops.read(rid, buffer).then(endOfStream),
     write,
     closeWrite: () => ops.shutdown(rid),
+    probe: () => ops.write(rid, EMPTY).then(ignore),
     close: () => ops.tryClose(rid),
   };
 }

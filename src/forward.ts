@@ -2,7 +2,9 @@
  * Forwarding: moves bytes both ways between a client and its backend until both are done.
  *
  * One pump per direction reads into a buffer it owns and writes it out before reading again, so
- * a peer that stops reading stops the pump (backpressure) and memory stays bounded. Buffers start
+ * a peer that stops reading stops the pump (backpressure) and memory stays bounded. While it
+ * waits, the peer it reads from is probed now and then, so that a reset there still closes the
+ * connection. Buffers start
  * small, so idle connections cost little, and grow while reads fill them, so bulk transfers move
  * large chunks. End of stream on one side becomes a half-close towards the other; an error on
  * either side closes both at once.
@@ -22,6 +24,14 @@ export const BUFFER_GROWTH = 4;
 /** ...up to this size. */
 export const MAX_BUFFER = 1024 * 1024;
 
+/**
+ * How often writes that have not completed are looked at: a direction whose write has been
+ * pending since the previous look (its receiver does not read) gets the peer it reads from
+ * probed for a reset, since nothing else reads that peer meanwhile (see `Endpoint.probe`).
+ * Such a reset then closes the connection within about twice this.
+ */
+export const PROBE_INTERVAL_MS = 500;
+
 /** What happened to a forwarded connection. */
 export interface ForwardResult {
   /** Bytes from the client to the backend. */
@@ -32,19 +42,72 @@ export interface ForwardResult {
   readonly error: unknown;
 }
 
-/** Copies `from` to `to` until end of stream, then half-closes `to`; `count` sees each chunk. */
-async function pump(from: Endpoint, to: Endpoint, count: (n: number) => void): Promise<void> {
-  let buffer = new Uint8Array(INITIAL_BUFFER);
-  for (;;) {
-    const n = await from.read(buffer);
-    if (n === null) break;
-    await to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
-    count(n);
-    if (n === buffer.length && buffer.length < MAX_BUFFER) {
-      buffer = new Uint8Array(Math.min(buffer.length * BUFFER_GROWTH, MAX_BUFFER));
+/** One direction of a connection: a pump from one endpoint to the other. */
+class Direction {
+  /** Bytes written so far. */
+  bytes = 0;
+  /** Whether it ended with a half-close of `to`, which can then no longer be written, even empty. */
+  ended = false;
+  /** The number of looks when the pending write began. */
+  since = 0;
+  probing = false;
+  /** The opposite direction, which writes to `from`. */
+  other: Direction = this;
+
+  constructor(
+    readonly from: Endpoint,
+    readonly to: Endpoint,
+    readonly active: () => void,
+    readonly fail: (error: unknown) => void,
+  ) {}
+
+  /** Copies `from` to `to` until end of stream, then half-closes `to`. */
+  async pump(): Promise<void> {
+    let buffer = new Uint8Array(INITIAL_BUFFER);
+    for (;;) {
+      const n = await this.from.read(buffer);
+      if (n === null) break;
+      this.active();
+      writing(this);
+      await this.to.write(n === buffer.length ? buffer : buffer.subarray(0, n));
+      pending.delete(this);
+      this.bytes += n;
+      if (n === buffer.length && buffer.length < MAX_BUFFER) {
+        buffer = new Uint8Array(Math.min(buffer.length * BUFFER_GROWTH, MAX_BUFFER));
+      }
     }
+    await this.to.closeWrite();
+    this.ended = true;
   }
-  await to.closeWrite();
+
+  /** Probes `from` for a reset, unless that cannot be done or is under way. */
+  probe(): void {
+    if (this.probing || this.other.ended || this.from.probe === undefined) return;
+    this.probing = true;
+    this.from.probe().then(() => this.probing = false, this.fail);
+  }
+}
+
+/** The directions with a write pending, and how many looks at them there have been. */
+const pending = new Set<Direction>();
+let looks = 0;
+let looker: ReturnType<typeof setInterval> | undefined;
+
+function writing(direction: Direction): void {
+  direction.since = looks;
+  pending.add(direction);
+  if (looker !== undefined) return;
+  looker = setInterval(look, PROBE_INTERVAL_MS);
+  Deno.unrefTimer(looker as unknown as number); // Never what keeps the process alive.
+}
+
+function look(): void {
+  looks++;
+  if (pending.size === 0) {
+    clearInterval(looker);
+    looker = undefined;
+  }
+  for (const direction of pending) if (direction.since < looks - 1) direction.probe();
 }
 
 /** A connection was closed by `--idle-timeout`. */
@@ -62,8 +125,6 @@ export async function forward(
   backend: Endpoint,
   idleTimeoutMs = Infinity,
 ): Promise<ForwardResult> {
-  let sent = 0;
-  let received = 0;
   let error: unknown = null;
   const fail = (e: unknown) => {
     if (error !== null) return;
@@ -82,19 +143,18 @@ export async function forward(
     };
     timer = setTimeout(check, Math.min(idleTimeoutMs, 2 ** 31 - 1));
   }
-  const idle = timer !== undefined;
-  await Promise.all([
-    pump(client, backend, (n) => {
-      sent += n;
-      if (idle) lastActivity = performance.now();
-    }).catch(fail),
-    pump(backend, client, (n) => {
-      received += n;
-      if (idle) lastActivity = performance.now();
-    }).catch(fail),
-  ]);
+  const active = timer === undefined ? ignore : () => lastActivity = performance.now();
+  const up = new Direction(client, backend, active, fail);
+  const down = new Direction(backend, client, active, fail);
+  up.other = down;
+  down.other = up;
+  await Promise.all([up.pump().catch(fail), down.pump().catch(fail)]);
+  pending.delete(up);
+  pending.delete(down);
   clearTimeout(timer);
   client.close();
   backend.close();
-  return { sent, received, error };
+  return { sent: up.bytes, received: down.bytes, error };
 }
+
+function ignore(): void {}

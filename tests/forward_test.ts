@@ -10,6 +10,7 @@ import {
   IdleTimeoutError,
   INITIAL_BUFFER,
   MAX_BUFFER,
+  PROBE_INTERVAL_MS,
 } from "../src/forward.ts";
 
 /**
@@ -33,6 +34,12 @@ class MemEndpoint implements Endpoint {
   closeCalls = 0;
   /** When set, write() waits for release(); otherwise it completes at once. */
   gate = false;
+  /** How often probe() was called. */
+  probes = 0;
+  /** When set, probe() fails with this (a reset peer); otherwise it succeeds at once... */
+  probeFailure: unknown = null;
+  /** ...unless this is set: then it never completes. */
+  probeHangs = false;
   /** When set, the next write() (or closeWrite()) fails with this. */
   writeFailure: unknown = null;
   closeWriteFailure: unknown = null;
@@ -117,6 +124,17 @@ class MemEndpoint implements Endpoint {
       this.outstandingWrites--;
     }
     this.#changed();
+  }
+
+  probe(): Promise<void> {
+    this.events.push("probe");
+    this.probes++;
+    if (this.closed) return Promise.reject(new Error(`${this.label}: probe after close`));
+    if (this.writeClosed) return Promise.reject(new Error(`${this.label}: probe after closeWrite`));
+    if (this.probeFailure !== null) return Promise.reject(this.probeFailure);
+    if (this.probeHangs) return new Promise(() => {});
+    this.#changed();
+    return Promise.resolve();
   }
 
   // --- Test controls --------------------------------------------------------------------------
@@ -608,6 +626,116 @@ Deno.test("forward: the written data is not touched until its write completes", 
   backend.gate = false;
   await run.promise;
   equal(backend.receivedText(), "AAAABBBB");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Probes: a reset of the peer a stalled direction reads from
+
+/**
+ * Resolves with `promise`, keeping the event loop alive meanwhile (the probe timer does not),
+ * or fails after `ms`.
+ */
+function settles<T>(promise: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not settled after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Waits for `n` looks at pending writes: a span in which a stalled direction gets probed. */
+const looks = (n: number) =>
+  new Promise<void>((resolve) => setTimeout(resolve, n * PROBE_INTERVAL_MS));
+
+Deno.test("forward: a reset of the client is seen while its data waits for a backend that does not read", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  backend.gate = true; // the backend stopped reading, and sends nothing
+  const run = start(client, backend);
+  client.push("stuck");
+  await backend.until(() => backend.pendingWrites === 1);
+  const reset = new Error("connection reset by peer");
+  client.probeFailure = reset; // nothing reads the client now: only a probe can tell
+  const result = await settles(run.promise);
+  deepEqual(result, { sent: 0, received: 0, error: reset });
+  ok(client.closed && backend.closed);
+  equal(backend.probes, 0, "the backend was not the one waited on");
+});
+
+Deno.test("forward: a reset of the backend is seen while its data waits for a client that does not read", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  client.gate = true;
+  const run = start(client, backend);
+  backend.push("stuck");
+  await client.until(() => client.pendingWrites === 1);
+  const reset = new Error("connection reset by peer");
+  backend.probeFailure = reset;
+  const result = await settles(run.promise);
+  deepEqual(result, { sent: 0, received: 0, error: reset });
+  equal(client.probes, 0);
+});
+
+Deno.test("forward: no probes while writes complete, one at a time while one waits", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const run = start(client, backend);
+  client.push("request");
+  backend.push("response");
+  await client.until(() => client.receivedText() === "response");
+  await looks(3);
+  equal(client.probes + backend.probes, 0, "an idle connection is not probed");
+  backend.gate = true;
+  client.push("stuck");
+  client.probeHangs = true; // the first probe never completes
+  await backend.until(() => backend.pendingWrites === 1);
+  await looks(5);
+  equal(client.probes, 1, "one probe at a time");
+  client.end();
+  backend.gate = false;
+  backend.release();
+  backend.end();
+  deepEqual(await settles(run.promise), { sent: 12, received: 8, error: null });
+});
+
+Deno.test("forward: a peer already half-closed towards is not probed", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  backend.push("bye");
+  backend.end(); // so the client gets "bye" and a half-close: it can no longer be written
+  const run = start(client, backend);
+  await client.until(() => client.writeClosed);
+  backend.gate = true;
+  client.push("stuck");
+  await backend.until(() => backend.pendingWrites === 1);
+  await looks(4);
+  equal(client.probes, 0);
+  backend.gate = false;
+  backend.release();
+  client.end();
+  deepEqual(await settles(run.promise), { sent: 5, received: 3, error: null });
+});
+
+Deno.test("forward: an endpoint that cannot be probed is left alone", async () => {
+  const client = new MemEndpoint("client");
+  const backend = new MemEndpoint("backend");
+  const unprobed: Endpoint = {
+    read: (b) => client.read(b),
+    write: (d) => client.write(d),
+    closeWrite: () => client.closeWrite(),
+    close: () => client.close(),
+  };
+  backend.gate = true;
+  const run = forward(unprobed, backend);
+  client.push("stuck");
+  await backend.until(() => backend.pendingWrites === 1);
+  await looks(4);
+  equal(client.probes, 0);
+  client.end();
+  backend.gate = false;
+  backend.release();
+  backend.end();
+  deepEqual(await settles(run), { sent: 5, received: 0, error: null });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -60,8 +60,6 @@ type Check = () => boolean;
 
 /** The checks of the listeners being served, and the one timer that runs them. */
 const checks = new Set<Check>();
-/** What each listener does when told that descriptors ran short (see {@link fdsRanShort}). */
-const onShort = new Set<() => void>();
 let checkTimer: ReturnType<typeof setInterval> | undefined;
 
 function startChecking(check: Check): void {
@@ -71,16 +69,6 @@ function startChecking(check: Check): void {
     for (const each of checks) if (!each()) stopChecking(each);
   }, REARM_INTERVAL_MS);
   Deno.unrefTimer(checkTimer as unknown as number); // Never what keeps the process alive.
-}
-
-/**
- * Tells the listeners that the process just ran out of file descriptors (say, a backend dial
- * failed with EMFILE or ENFILE), when an accept may have failed unseen too: TCP listeners are
- * re-armed at once, Unix listeners are replaced at the next check that finds them quiet
- * instead of after their back-off. Optional: the checks find stopped listeners without it.
- */
-export function fdsRanShort(): void {
-  for (const each of onShort) each();
 }
 
 function stopChecking(check: Check): void {
@@ -132,14 +120,6 @@ class ServedListener implements Listener {
   /** Unix: quiet checks between replacements, and how many are left before the next. */
   #interval = 1;
   #wait = 1;
-  /** Reacts to {@link fdsRanShort}. */
-  #short = (): void => {
-    if (this.#check === null || this.#closed || !checks.has(this.#check)) return;
-    if (this.#rearmed) this.#check();
-    else this.#interval = this.#wait = 1;
-  };
-  /** Whether the listener is re-armed in place (TCP) rather than replaced (Unix). */
-  #rearmed = false;
   #check: Check | null = null;
 
   constructor(
@@ -157,7 +137,6 @@ class ServedListener implements Listener {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#check !== null) stopChecking(this.#check);
-    onShort.delete(this.#short);
     this.#server.close();
   };
 
@@ -179,7 +158,6 @@ class ServedListener implements Listener {
     const rearm = rearmer(this.#server);
     if (rearm !== null && rearm()) {
       // TCP: re-arm in place on every check; harmless when it was not stopped.
-      this.#rearmed = true;
       this.#check = () => {
         if (this.#closed) return false;
         if (rearm()) return true;
@@ -209,7 +187,6 @@ class ServedListener implements Listener {
       return;
     }
     startChecking(this.#check);
-    onShort.add(this.#short);
   }
 
   /**

@@ -72,7 +72,9 @@ function delay(ms: number): { promise: Promise<null>; cancel(): void } {
  * still starting when the first client arrives is thus waited for rather than the client reset.
  *
  * @throws the last attempt's error once the time is up; a permission error (Deno's or the
- * system's, say EACCES on a Unix socket) at once.
+ * system's, say EACCES on a Unix socket) at once. Running out of file descriptors is retried
+ * like a refusal: the client then waits for descriptors to free up, as the clients still in
+ * the listener's queue do, rather than being dropped.
  */
 export async function dialWithRetry(
   target: Target,

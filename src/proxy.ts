@@ -39,6 +39,7 @@ export class Proxy {
   readonly #limit: ConnectionLimit;
   readonly #idle: IdleTimer;
   readonly #refusals = new Throttle(1000);
+  readonly #failures = new Throttle(1000);
   /** Closes each open connection at once, for the end of a drain. */
   readonly #open = new Set<() => void>();
   #served = 0;
@@ -149,7 +150,14 @@ export class Proxy {
       } catch (e) {
         client.refuse();
         this.#failed++;
-        log("error", `Failed to connect to ${target} for ${peer}: ${(e as Error).message}`);
+        const held = this.#failures.hit();
+        if (held !== null) {
+          log(
+            "error",
+            `Failed to connect to ${target} for ${peer}: ${(e as Error).message}` +
+              (held > 0 ? ` (${held} more failed since the last message)` : ""),
+          );
+        }
         return;
       }
       clientEnd = client.open(options.keepalive);

@@ -122,6 +122,25 @@ Deno.test("dialWithRetry: a permission error is not retried", async () => {
   }
 });
 
+Deno.test("dialWithRetry: running out of file descriptors is retried until they free up", async () => {
+  const port = freePort("127.0.0.1");
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  let attempts = 0;
+  const conn = await dialWithRetry({ kind: "tcp", host: "127.0.0.1", port }, 5000, (target) => {
+    attempts++;
+    if (attempts < 3) {
+      const error = Object.assign(new Error("Too many open files (os error 24)"), {
+        code: "EMFILE",
+      });
+      return Promise.reject(error);
+    }
+    return dial(target);
+  });
+  equal(attempts, 3);
+  conn.close();
+  listener.close();
+});
+
 Deno.test("dialWithRetry: an attempt that hangs is cut off at the deadline", async () => {
   const never = () => new Promise<Deno.Conn>(() => {});
   await rejects(

@@ -120,8 +120,42 @@ Deno.test("an unresolvable backend name: the client is closed, logged, and servi
       conn.close();
     }
     await proxy.waitForLog(
-      /Failed to connect to no-such-host\.invalid:80 .*cannot resolve no-such-host\.invalid[^]*cannot resolve/,
+      /Failed to connect to no-such-host\.invalid:80 .*cannot resolve no-such-host\.invalid/,
     );
+  } finally {
+    await proxy.stop();
+  }
+});
+
+Deno.test("failures to connect are logged at most once a second, with a count of the rest", async () => {
+  const backendPort = freePort();
+  const port = freePort();
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${port}`],
+    args: ["--connect-timeout=0", `127.0.0.1:${backendPort}`],
+  });
+  try {
+    const refused = async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await expectClosed(conn);
+      conn.close();
+    };
+    const started = performance.now();
+    for (let i = 0; i < 20; i++) await refused();
+    const quick = performance.now() - started < 1000;
+    await proxy.waitForLog(/Failed to connect/);
+    // The throttle lets the next line through a second after the first: it counts the rest.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await refused();
+    await proxy.waitForLog(/Failed to connect[^\n]*\(\d+ more failed since the last message\)/);
+    const lines = proxy.stderr.split("\n").filter((line) => line.includes("Failed to connect"));
+    if (quick) {
+      // All 20 fell in the first second: one line for them, one for the 21st with the count.
+      equal(lines.length, 2, lines.join("\n"));
+      ok(lines[1].includes("(19 more failed since the last message)"), lines[1]);
+    } else {
+      ok(lines.length < 21, `${lines.length} lines for 21 failures`);
+    }
   } finally {
     await proxy.stop();
   }

@@ -14,9 +14,9 @@ export type NetAddress = Deno.NetAddr | null;
 
 /** An accepted client connection that the proxy has not decided about yet. */
 export interface Client {
-  /** The peer's address (null for Unix clients). */
+  /** The peer's address (null for Unix clients); ask before {@link open} or {@link refuse}. */
   readonly remote: NetAddress;
-  /** The address the client connected to (null for Unix sockets). */
+  /** The address the client connected to (null for Unix sockets); ask before either too. */
   readonly local: NetAddress;
   /**
    * Takes the socket for forwarding, with TCP keepalive on if `keepalive`. Call at most once,
@@ -42,19 +42,35 @@ function netAddress(host: string | undefined, port: number | undefined): NetAddr
   return { transport: "tcp", hostname, port };
 }
 
-/** A client accepted by a `node:net` server (the adopted listeners). */
+/**
+ * A client accepted by a `node:net` server (the adopted listeners). Its addresses are looked up
+ * when first asked for (only PROXY headers and log lines need them), and the socket object is
+ * let go of once the connection is taken over or refused.
+ */
 export function socketClient(socket: Socket, dataPath: DataPath): Client {
+  let held: Socket | null = socket;
+  let remote: NetAddress | undefined;
+  let local: NetAddress | undefined;
   return {
-    remote: netAddress(socket.remoteAddress, socket.remotePort),
-    local: netAddress(socket.localAddress, socket.localPort),
+    get remote() {
+      return remote ??= held === null ? null : netAddress(held.remoteAddress, held.remotePort);
+    },
+    get local() {
+      return local ??= held === null ? null : netAddress(held.localAddress, held.localPort);
+    },
     open(keepalive) {
+      const socket = held!;
+      held = null;
       if (!socket.destroyed) {
         socket.setNoDelay(true);
         if (keepalive) socket.setKeepAlive(true);
       }
       return (dataPath === "fast" ? takeEndpoint(socket) : null) ?? socketEndpoint(socket);
     },
-    refuse: () => socket.destroy(),
+    refuse() {
+      held?.destroy();
+      held = null;
+    },
   };
 }
 

@@ -76,7 +76,9 @@ class Direction {
         buffer = new Uint8Array(Math.min(buffer.length * BUFFER_GROWTH, MAX_BUFFER));
       }
     }
-    await this.to.closeWrite();
+    // The last direction to end sends no half-close of its own: forward() then closes both
+    // sockets, which sends the same FIN, one system call sooner.
+    if (!this.other.ended) await this.to.closeWrite();
     this.ended = true;
   }
 

@@ -23,6 +23,11 @@ export function configureLog(level: Level, journal: boolean): void {
   prefixed = journal;
 }
 
+/** Whether lines at `level` are written: check before building a costly message. */
+export function logs(level: Level): boolean {
+  return PRIORITY[level] <= threshold;
+}
+
 /** Formats one log line (without the newline). */
 export function formatLine(level: Level, message: string, journal: boolean): string {
   const line = message.replaceAll("\n", " ");
@@ -31,7 +36,7 @@ export function formatLine(level: Level, message: string, journal: boolean): str
 
 /** Writes one line at `level`, if that level is enabled; never throws. */
 export function log(level: Level, message: string): void {
-  if (PRIORITY[level] > threshold) return;
+  if (!logs(level)) return;
   try {
     Deno.stderr.writeSync(encoder.encode(`${formatLine(level, message, prefixed)}\n`));
   } catch {

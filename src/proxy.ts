@@ -9,7 +9,7 @@ import { connEndpoint, type Endpoint } from "./endpoint.ts";
 import { forward } from "./forward.ts";
 import { IdleTimer } from "./idle.ts";
 import { ConnectionLimit } from "./limit.ts";
-import { log, Throttle } from "./log.ts";
+import { log, logs, Throttle } from "./log.ts";
 import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
 import { formatTarget, type Target } from "./target.ts";
 
@@ -126,8 +126,6 @@ export class Proxy {
   async #serve(client: Client, to: Target): Promise<void> {
     const options = this.#options;
     const started = performance.now();
-    const peer = formatAddress(client.remote);
-    const target = formatTarget(to);
     let clientEnd: Endpoint | null = null;
     const abort = () => clientEnd === null ? client.refuse() : clientEnd.close();
     this.#open.add(abort);
@@ -148,26 +146,31 @@ export class Proxy {
           });
         }
       } catch (e) {
-        client.refuse();
         this.#failed++;
         const held = this.#failures.hit();
         if (held !== null) {
           log(
             "error",
-            `Failed to connect to ${target} for ${peer}: ${(e as Error).message}` +
+            `Failed to connect to ${formatTarget(to)} for ${formatAddress(client.remote)}: ` +
+              (e as Error).message +
               (held > 0 ? ` (${held} more failed since the last message)` : ""),
           );
         }
+        client.refuse();
         return;
       }
+      // Log lines are built only when written: the addresses are looked up before the socket
+      // is taken over, and only then.
+      const peer = logs("debug") ? formatAddress(client.remote) : "";
       clientEnd = client.open(options.keepalive);
       const result = await forward(clientEnd, backendEnd, options.idleTimeoutMs);
+      if (peer === "") return;
       const seconds = ((performance.now() - started) / 1000).toFixed(3);
       const ended = result.error === null ? "closed" : `aborted (${describeError(result.error)})`;
       log(
         "debug",
-        `${peer} -> ${target}: ${result.sent} bytes sent, ${result.received} received, ` +
-          `${seconds}s, ${ended}`,
+        `${peer} -> ${formatTarget(to)}: ${result.sent} bytes sent, ` +
+          `${result.received} received, ${seconds}s, ${ended}`,
       );
     } finally {
       this.#open.delete(abort);

@@ -284,8 +284,10 @@ Deno.test("forward: an empty connection ends cleanly and closes both", async () 
   backend.end();
   const result = await forward(client, backend);
   deepEqual(result, { sent: 0, received: 0, error: null });
-  equal(client.closeWriteCalls, 1);
-  equal(backend.closeWriteCalls, 1);
+  // The first direction to end half-closes; one that ends after the other has finished only
+  // closes both (close sends its FIN). Ending at once, both half-close.
+  const halfCloses = client.closeWriteCalls + backend.closeWriteCalls;
+  ok(halfCloses === 1 || halfCloses === 2, String(halfCloses));
   ok(client.closed && backend.closed);
   deepEqual(client.writeSizes, []);
   deepEqual(backend.writeSizes, []);
@@ -366,8 +368,8 @@ Deno.test("forward: the client's EOF half-closes the backend; the backend keeps 
     error: null,
   });
   equal(client.receivedText(), "response, part 1;part 2");
-  equal(client.closeWriteCalls, 1);
   equal(backend.closeWriteCalls, 1);
+  equal(client.closeWriteCalls, 0, "the backend ended last: the client is closed, with its FIN");
   ok(client.closed && backend.closed);
   // The client was not read again after its end of stream.
   equal(client.events.filter((e) => e === "read").length, 2);
@@ -392,7 +394,8 @@ Deno.test("forward: the backend's EOF half-closes the client; the client keeps t
   equal(result.error, null);
   equal(result.received, 7);
   equal(result.sent, backend.received().length);
-  ok(backend.writeClosed && client.closed && backend.closed);
+  ok(client.writeClosed && client.closed && backend.closed);
+  equal(backend.closeWriteCalls, 0, "the client ended last: the backend is closed, with its FIN");
 });
 
 Deno.test("forward: a read error on the client closes both, even mid-transfer", async () => {
@@ -774,8 +777,8 @@ Deno.test("property: any chunking in both directions arrives byte-exact", async 
       deepEqual(client.received(), concat(down));
       ok(client.maxOutstandingReads <= 1 && backend.maxOutstandingReads <= 1);
       ok(client.maxOutstandingWrites <= 1 && backend.maxOutstandingWrites <= 1);
-      equal(client.closeWriteCalls, 1);
-      equal(backend.closeWriteCalls, 1);
+      const halfCloses = client.closeWriteCalls + backend.closeWriteCalls;
+      ok(halfCloses === 1 || halfCloses === 2, String(halfCloses));
       ok(client.closed && backend.closed);
     }),
     { numRuns: 100 },

@@ -160,7 +160,9 @@ async function serve(options: Options): Promise<number> {
   let statusTimer: ReturnType<typeof setTimeout> | undefined;
   const status = () =>
     `Forwarding to ${forwardsTo}: ${proxy.active} active, ${proxy.served} served`;
+  const dataPath: DataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
   const proxy: Proxy = new Proxy({
+    dataPath,
     connectionsMax: options.connectionsMax,
     exitIdleTimeUsec: options.exitIdleTimeUsec,
     proxyProtocol: options.proxyProtocol,
@@ -178,7 +180,6 @@ async function serve(options: Options): Promise<number> {
     },
   });
 
-  const dataPath: DataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
   const closers: Array<() => void> = [];
   const descriptions: string[] = [];
   const connections: Array<{ socket: Socket; target: Target }> = [];

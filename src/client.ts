@@ -45,33 +45,51 @@ function netAddress(host: string | undefined, port: number | undefined): NetAddr
 /**
  * A client accepted by a `node:net` server (the adopted listeners). Its addresses are looked up
  * when first asked for (only PROXY headers and log lines need them), and the socket object is
- * let go of once the connection is taken over or refused.
+ * let go of once the connection is taken over or refused. A class, so that a connection holds
+ * one small object rather than a set of closures.
  */
+class SocketClient implements Client {
+  #socket: Socket | null;
+  #remote: NetAddress | undefined;
+  #local: NetAddress | undefined;
+
+  constructor(socket: Socket, readonly dataPath: DataPath) {
+    this.#socket = socket;
+  }
+
+  get remote(): NetAddress {
+    const socket = this.#socket;
+    return this.#remote ??= socket === null
+      ? null
+      : netAddress(socket.remoteAddress, socket.remotePort);
+  }
+
+  get local(): NetAddress {
+    const socket = this.#socket;
+    return this.#local ??= socket === null
+      ? null
+      : netAddress(socket.localAddress, socket.localPort);
+  }
+
+  open(keepalive: boolean): Endpoint {
+    const socket = this.#socket!;
+    this.#socket = null;
+    if (!socket.destroyed) {
+      socket.setNoDelay(true);
+      if (keepalive) socket.setKeepAlive(true);
+    }
+    return (this.dataPath === "fast" ? takeEndpoint(socket) : null) ?? socketEndpoint(socket);
+  }
+
+  refuse(): void {
+    this.#socket?.destroy();
+    this.#socket = null;
+  }
+}
+
+/** A client accepted by a `node:net` server (the adopted listeners). */
 export function socketClient(socket: Socket, dataPath: DataPath): Client {
-  let held: Socket | null = socket;
-  let remote: NetAddress | undefined;
-  let local: NetAddress | undefined;
-  return {
-    get remote() {
-      return remote ??= held === null ? null : netAddress(held.remoteAddress, held.remotePort);
-    },
-    get local() {
-      return local ??= held === null ? null : netAddress(held.localAddress, held.localPort);
-    },
-    open(keepalive) {
-      const socket = held!;
-      held = null;
-      if (!socket.destroyed) {
-        socket.setNoDelay(true);
-        if (keepalive) socket.setKeepAlive(true);
-      }
-      return (dataPath === "fast" ? takeEndpoint(socket) : null) ?? socketEndpoint(socket);
-    },
-    refuse() {
-      held?.destroy();
-      held = null;
-    },
-  };
+  return new SocketClient(socket, dataPath);
 }
 
 /** A client accepted by a `Deno.Listener` (the proxy's own `--listen` sockets). */

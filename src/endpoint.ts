@@ -9,7 +9,7 @@ import type { Socket } from "node:net";
 
 /** A byte stream that can be read, written, half-closed and closed. */
 export interface Endpoint {
-  /** Reads into `buffer`; resolves to the number of bytes read, or null at end of stream. */
+  /** Reads into `buffer`; resolves to the number of bytes read, or null or 0 at end of stream. */
   read(buffer: Uint8Array): Promise<number | null>;
   /** Writes all of `data`, resolving once the socket has taken it. */
   write(data: Uint8Array): Promise<void>;
@@ -30,24 +30,42 @@ export const EMPTY: Uint8Array = new Uint8Array(0);
 
 function ignore(): void {}
 
+/**
+ * A `Deno.Conn` (TCP or Unix) as an endpoint. A class rather than an object of closures: an
+ * idle connection holds one for as long as it lasts, so it should cost one small object.
+ */
+class ConnEndpoint implements Endpoint {
+  constructor(readonly conn: Deno.Conn) {}
+
+  read(buffer: Uint8Array): Promise<number | null> {
+    return this.conn.read(buffer);
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    let done = await this.conn.write(data);
+    while (done < data.length) done += await this.conn.write(data.subarray(done));
+  }
+
+  closeWrite(): Promise<void> {
+    return this.conn.closeWrite();
+  }
+
+  probe(): Promise<void> {
+    return this.conn.write(EMPTY).then(ignore);
+  }
+
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
 /** Wraps a `Deno.Conn` (TCP or Unix) as an endpoint. */
 export function connEndpoint(conn: Deno.Conn): Endpoint {
-  return {
-    read: (buffer) => conn.read(buffer),
-    async write(data) {
-      let done = await conn.write(data);
-      while (done < data.length) done += await conn.write(data.subarray(done));
-    },
-    closeWrite: () => conn.closeWrite(),
-    probe: () => conn.write(EMPTY).then(ignore),
-    close() {
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
-    },
-  };
+  return new ConnEndpoint(conn);
 }
 
 /**

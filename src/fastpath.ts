@@ -38,9 +38,6 @@ function findCore(): CoreOps | null {
 
 const core = findCore();
 
-/** Whether this Deno offers the ops the fast path needs. */
-export const fastPathAvailable: boolean = core !== null;
-
 /**
  * Takes over an accepted TCP client socket as an endpoint over Deno's core ops.
  *
@@ -53,26 +50,59 @@ export function takeEndpoint(socket: Socket): Endpoint | null {
   const rid = handle.takeStream();
   if (typeof rid !== "number") return null;
   socket.destroy();
-  return ridEndpoint(core, rid);
+  return new RidEndpoint(core, rid);
 }
 
-const endOfStream = (n: number): number | null => n === 0 ? null : n;
 const ignore = (): void => {};
 
+/** The private symbol under which a `Deno.Conn` keeps its resource id, once found. */
+let ridSymbol: symbol | undefined;
+
 /**
- * An endpoint over a Deno stream resource. Plain promise chains rather than async functions: a
- * pending read is then one op promise and one reaction, which idle connections hold for long.
+ * Takes over a dialled backend connection (TCP or Unix; set its socket options first) as an
+ * endpoint over Deno's core ops: `Deno.Conn.read` wraps each op in an async function and a set
+ * of pending promises, which cost CPU per chunk and memory per idle connection.
+ *
+ * @returns null when this Deno does not allow it; then use `connEndpoint(conn)`.
  */
-function ridEndpoint(ops: CoreOps, rid: number): Endpoint {
-  const write = (data: Uint8Array): Promise<void> =>
-    ops.write(rid, data).then((done) =>
-      done < data.length ? write(data.subarray(done)) : undefined
+export function takeConn(conn: Deno.Conn): Endpoint | null {
+  if (core === null) return null;
+  ridSymbol ??= Object.getOwnPropertySymbols(conn).find((s) =>
+    s.description === "Deno.internal.rid"
+  );
+  const rid = ridSymbol === undefined
+    ? undefined
+    : (conn as unknown as Record<symbol, unknown>)[ridSymbol];
+  return typeof rid === "number" ? new RidEndpoint(core, rid) : null;
+}
+
+/**
+ * An endpoint over a Deno stream resource. A class, and plain promise chains rather than async
+ * functions: an idle connection then holds one small object and, per pending read, one op
+ * promise and one reaction.
+ */
+class RidEndpoint implements Endpoint {
+  constructor(readonly ops: CoreOps, readonly rid: number) {}
+
+  read(buffer: Uint8Array): Promise<number> {
+    return this.ops.read(this.rid, buffer); // 0 at end of stream
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    return this.ops.write(this.rid, data).then((done) =>
+      done < data.length ? this.write(data.subarray(done)) : undefined
     );
-  return {
-    read: (buffer) => ops.read(rid, buffer).then(endOfStream),
-    write,
-    closeWrite: () => ops.shutdown(rid),
-    probe: () => ops.write(rid, EMPTY).then(ignore),
-    close: () => ops.tryClose(rid),
-  };
+  }
+
+  closeWrite(): Promise<void> {
+    return this.ops.shutdown(this.rid);
+  }
+
+  probe(): Promise<void> {
+    return this.ops.write(this.rid, EMPTY).then(ignore);
+  }
+
+  close(): void {
+    this.ops.tryClose(this.rid);
+  }
 }

@@ -66,7 +66,7 @@ class Direction {
     let buffer = new Uint8Array(INITIAL_BUFFER);
     for (;;) {
       const n = await this.from.read(buffer);
-      if (n === null) break;
+      if (n === null || n === 0) break;
       this.active();
       writing(this);
       await this.to.write(n === buffer.length ? buffer : buffer.subarray(0, n));

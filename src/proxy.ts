@@ -3,9 +3,10 @@
  * and forwards until both sides are done; drains on stop.
  * @module
  */
-import { type Client, formatAddress } from "./client.ts";
+import { type Client, type DataPath, formatAddress } from "./client.ts";
 import { dialWithRetry } from "./dial.ts";
 import { connEndpoint, type Endpoint } from "./endpoint.ts";
+import { takeConn } from "./fastpath.ts";
 import { forward } from "./forward.ts";
 import { IdleTimer } from "./idle.ts";
 import { ConnectionLimit } from "./limit.ts";
@@ -15,6 +16,8 @@ import { formatTarget, type Target } from "./target.ts";
 
 /** What the proxy needs to know. */
 export interface ProxyOptions {
+  /** "fast": backends are read and written through Deno's core ops, see `fastpath.ts`. */
+  readonly dataPath: DataPath;
   /** The most connections open at once (over all targets). */
   readonly connectionsMax: number;
   /** Microseconds without a connection before `onIdle`; Infinity never. */
@@ -90,15 +93,18 @@ export class Proxy {
     this.#served++;
     this.#idle.disarm();
     this.#options.onChange?.();
-    this.#serve(client, target).finally(() => {
-      this.#limit.release();
-      this.#options.onChange?.();
-      if (this.#limit.active === 0) {
-        this.#drained?.();
-        this.#idle.arm();
-      }
-    });
+    this.#serve(client, target);
   };
+
+  /** Gives back the connection's place under the limit, once it is over. */
+  #release(): void {
+    this.#limit.release();
+    this.#options.onChange?.();
+    if (this.#limit.active === 0) {
+      this.#drained?.();
+      this.#idle.arm();
+    }
+  }
 
   /**
    * Waits up to `timeoutMs` for open connections to finish, then closes the rest.
@@ -137,7 +143,8 @@ export class Proxy {
           (backend as Deno.TcpConn).setNoDelay(true);
           if (options.keepalive) (backend as Deno.TcpConn).setKeepAlive(true);
         }
-        backendEnd = connEndpoint(backend);
+        backendEnd = (options.dataPath === "fast" ? takeConn(backend) : null) ??
+          connEndpoint(backend);
         if (options.proxyProtocol !== null) {
           const header = proxyHeader(options.proxyProtocol, client);
           await backendEnd.write(header).catch((e) => {
@@ -174,6 +181,7 @@ export class Proxy {
       );
     } finally {
       this.#open.delete(abort);
+      this.#release();
     }
   }
 }

@@ -46,7 +46,10 @@ export interface ForwardResult {
 class Direction {
   /** Bytes written so far. */
   bytes = 0;
-  /** Whether it ended with a half-close of `to`, which can then no longer be written, even empty. */
+  /**
+   * Whether it passed its end of stream on: `to` was half-closed (or, for the last direction to
+   * end, is about to be closed) and can no longer be written, even empty.
+   */
   ended = false;
   /** The number of looks when the pending write began. */
   since = 0;

@@ -1,7 +1,7 @@
 /**
  * Load: ten thousand connections open through the real proxy at once, all carrying traffic,
- * every byte checked; afterwards the proxy's descriptors are exactly back, and a second round
- * costs no more memory than the first (nothing is kept per connection).
+ * every byte checked; afterwards the proxy's descriptors are exactly back and its memory comes
+ * back, twice over.
  *
  * A proxied connection costs the proxy two descriptors, so 10,000 need a limit above 20,000.
  * The test raises the proxy's limit as far as it may (`ulimit -n`: beyond the hard limit only
@@ -11,8 +11,10 @@
  * Memory does not drop back at once after such a peak: the runtime keeps what it grew until
  * the process has been idle for a few seconds (measured: 133 MiB before, 290 MiB with 9,950
  * held, 355 MiB right after they closed, 167 MiB 5 s later). So the starting values are taken
- * after a warm-up, memory must come back within a margin once idle, and a leak is also told by
- * a second identical round holding more than the first.
+ * after a warm-up, and memory must come back within a margin once idle, after each of two
+ * rounds. RSS at this scale is too noisy to tell a small leak by comparing rounds (two rounds
+ * that leaked nothing held 201 and 280 MiB, and settled at 106 and 127 MiB): the soak, over
+ * 30,000 connections and with the same start and end state, is what catches those.
  */
 import { equal, ok } from "node:assert/strict";
 import { freePort, writeAll } from "../integration/harness.ts";
@@ -39,13 +41,6 @@ const BATCH = 500;
 const RSS_MARGIN_KIB = 64 * 1024;
 /** ...within this long (V8 gives memory back a few seconds into an idle spell). */
 const SHRINK_TIMEOUT_MS = 30_000;
-/**
- * A second round may hold this much more memory than the first: a leak of 2.5 KiB per
- * connection would exceed it. (Where memory settles after a round is too noisy to compare:
- * 106 and 127 MiB were seen for two rounds that leaked nothing; the held values differed by
- * 8 MiB at most. The soak catches smaller leaks, over 30,000 connections.)
- */
-const ROUND_MARGIN_KIB = 24 * 1024;
 
 interface Round {
   readonly held: Usage;
@@ -151,11 +146,8 @@ Deno.test(`load: ${WANTED} concurrent connections with traffic, every byte check
     const second = await round(proxy, port, count, before);
 
     ok(await proxy.running());
-    equal(second.after.fds, before.fds, "every descriptor was released");
-    ok(
-      second.held.rssKiB - first.held.rssKiB < ROUND_MARGIN_KIB,
-      `a second round held ${MiB(second.held.rssKiB)}, the first ${MiB(first.held.rssKiB)}`,
-    );
+    equal(first.after.fds, before.fds, "every descriptor was released after the first round");
+    equal(second.after.fds, before.fds, "every descriptor was released after the second");
     for (const [name, r] of [["first", first], ["second", second]] as const) {
       report(
         `${count} concurrent connections, ${name} round (wanted ${WANTED}; proxy fd limit ` +

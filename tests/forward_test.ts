@@ -3,6 +3,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import type { Endpoint } from "../src/endpoint.ts";
+import { concat, pseudoRandomBytes as bytes } from "./integration/harness.ts";
 import {
   BUFFER_GROWTH,
   forward,
@@ -229,29 +230,6 @@ class MemEndpoint implements Endpoint {
       }
     });
   }
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return all;
-}
-
-/** Deterministic pseudo-random bytes. */
-function bytes(length: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 /** Starts forward() and keeps track of whether it has settled. */

@@ -11,16 +11,7 @@ import {
   parseTarget,
   type Target,
 } from "../src/target.ts";
-
-/** Asserts that `fn` throws exactly a RangeError (not a subclass) with exactly `message`. */
-function throwsRange(fn: () => unknown, message: string): void {
-  throws(fn, (e: unknown) => {
-    ok(e instanceof RangeError, `expected a RangeError, got ${e}`);
-    equal(Object.getPrototypeOf(e), RangeError.prototype);
-    equal(e.message, message);
-    return true;
-  });
-}
+import { throwsRange } from "./assert.ts";
 
 const tcp = (host: string, port: number): Target => ({ kind: "tcp", host, port });
 const BRACKET_HINT = ' (write IPv6 addresses in brackets, e.g. "[::1]:8080")';

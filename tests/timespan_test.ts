@@ -3,16 +3,7 @@ import { equal, fail, match, ok, throws } from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import { formatTimespan, MAX_SPAN_USEC, parseTimespan } from "../src/timespan.ts";
-
-/** Asserts that `fn` throws exactly a RangeError (not a subclass) with exactly `message`. */
-function throwsRange(fn: () => unknown, message: string): void {
-  throws(fn, (e: unknown) => {
-    ok(e instanceof RangeError, `expected a RangeError, got ${e}`);
-    equal(Object.getPrototypeOf(e), RangeError.prototype);
-    equal(e.message, message);
-    return true;
-  });
-}
+import { throwsRange } from "./assert.ts";
 
 /** Every unit name of systemd's parse_sec(), with its size in microseconds. */
 const SYSTEMD_UNITS: ReadonlyArray<[string, number]> = [

@@ -13,7 +13,8 @@ import { deepEqual, equal, fail, ok } from "node:assert/strict";
 import fc from "npm:fast-check@3.23.2";
 import { formatListenAddress, type ListenAddress, parseListenAddress } from "../../src/address.ts";
 import { parseNotifySocket, watchdogIntervalMs } from "../../src/notify.ts";
-import { Backend, freePort, readAll, runProxy, writeAll } from "../integration/harness.ts";
+import { V2_SIGNATURE } from "../../src/proxyprotocol.ts";
+import { Backend, concat, freePort, readAll, runProxy, writeAll } from "../integration/harness.ts";
 import { portOf, report, startLimitedProxy, warmUp } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -202,38 +203,13 @@ function recordingEcho(): { backend: Backend; received: Uint8Array[] } {
   return { backend, received };
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-}
-
 const text = (s: string) => new TextEncoder().encode(s);
 
 /** Byte strings that mean something to some protocol; the proxy must not care. */
 const LOOKALIKES: Uint8Array[] = [
   text("PROXY TCP4 203.0.113.7 198.51.100.1 4444 80\r\n"),
   text("PROXY UNKNOWN\r\n"),
-  new Uint8Array([
-    0x0d,
-    0x0a,
-    0x0d,
-    0x0a,
-    0x00,
-    0x0d,
-    0x0a,
-    0x51,
-    0x55,
-    0x49,
-    0x54,
-    0x0a,
-    0x21,
-    0x11,
-  ]),
+  new Uint8Array([...V2_SIGNATURE, 0x21, 0x11]),
   text("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
   text("CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n"),
   new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]), // TLS hello

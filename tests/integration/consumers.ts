@@ -24,6 +24,24 @@ async function waitForPort(port: number, process: Process): Promise<void> {
   throw new Error(`consumer did not listen on ${port}:\n${process.stderr}`);
 }
 
+/** Runs `command` until it listens on `port`; stopping it removes its directory `dir`. */
+async function start(
+  port: number,
+  dir: string,
+  command: string,
+  args: string[],
+): Promise<Consumer> {
+  const process = new Process(command, args);
+  await waitForPort(port, process);
+  return {
+    port,
+    async stop() {
+      await process.stop();
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
 /** nginx with `listen … proxy_protocol`, answering `$proxy_protocol_addr $proxy_protocol_port`. */
 export async function startNginx(port: number): Promise<Consumer> {
   const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-nginx-" });
@@ -45,15 +63,7 @@ http {
 }
 `,
   );
-  const process = new Process("nginx", ["-p", dir, "-c", `${dir}/nginx.conf`]);
-  await waitForPort(port, process);
-  return {
-    port,
-    async stop() {
-      await process.stop();
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
+  return await start(port, dir, "nginx", ["-p", dir, "-c", `${dir}/nginx.conf`]);
 }
 
 /** haproxy with `bind … accept-proxy`, answering `%[src] %[src_port]`. */
@@ -73,13 +83,5 @@ frontend proxied
   http-request return status 200 content-type text/plain lf-string "%[src] %[src_port]\\n"
 `,
   );
-  const process = new Process("haproxy", ["-db", "-f", `${dir}/haproxy.cfg`]);
-  await waitForPort(port, process);
-  return {
-    port,
-    async stop() {
-      await process.stop();
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
+  return await start(port, dir, "haproxy", ["-db", "-f", `${dir}/haproxy.cfg`]);
 }

@@ -147,13 +147,6 @@ export function runProxy(args: string[], denoFlags: string[] = []): ReturnType<P
   return new Process(DENO_RUN[0], [...DENO_RUN.slice(1), ...denoFlags, MAIN, ...args]).exit();
 }
 
-/** Connects with retries while the address is not yet accepting (e.g. a backend starting). */
-export async function connect(
-  options: Deno.ConnectOptions | Deno.UnixConnectOptions,
-): Promise<Deno.Conn> {
-  return await Deno.connect(options as Deno.ConnectOptions);
-}
-
 /** Reads until end of stream. */
 export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
@@ -163,13 +156,18 @@ export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     if (n === null) break;
     chunks.push(buffer.slice(0, n));
   }
-  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
-  let offset = 0;
+  return concat(chunks);
+}
+
+/** The chunks, one after the other, in one array. */
+export function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
   for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.length;
+    all.set(c, at);
+    at += c.length;
   }
-  return out;
+  return all;
 }
 
 /** Writes all of `data`. */

@@ -120,7 +120,7 @@ async function round(
 
 const MiB = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
 
-Deno.test(`load: ${WANTED} concurrent connections with traffic, every byte checked, resources return`, async () => {
+Deno.test(`load: ${WANTED} concurrent connections (or as many as the fd limit allows) with traffic, every byte checked, resources return`, async () => {
   const backend = await BackendProcess.start("echo");
   const port = freePort();
   const proxy = await startLimitedProxy({

@@ -6,7 +6,7 @@
  */
 import { equal, ok } from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { Backend, echo, freePort, pseudoRandomBytes, runProxy } from "../integration/harness.ts";
+import { Backend, echo, freePort, pseudoRandomBytes } from "../integration/harness.ts";
 import {
   closeQuietly,
   drain,
@@ -168,14 +168,8 @@ Deno.test("clients that connect and send nothing: held without a leak, released 
   }
 });
 
-/** Whether the proxy under test has --idle-timeout (it was being added with this suite). */
-async function hasIdleTimeout(): Promise<boolean> {
-  return (await runProxy(["--help"])).stdout.includes("--idle-timeout");
-}
-
 Deno.test({
   name: "a client that connects and sends nothing is closed on both sides by --idle-timeout",
-  ignore: !(await hasIdleTimeout()),
   fn: async () => {
     const { backend, ended } = watchedEcho();
     const [proxy, port, base] = await proxyFor(backend, [

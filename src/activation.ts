@@ -20,6 +20,9 @@ export const LISTEN_VARIABLES = [
   "LISTEN_FDNAMES",
 ] as const;
 
+/** The name systemd gives the socket of an `Accept=yes` service instance. */
+export const CONNECTION_NAME = "connection";
+
 /** The protocol's variables as found in the environment. */
 export type ListenEnv = Partial<Record<(typeof LISTEN_VARIABLES)[number], string>>;
 

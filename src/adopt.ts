@@ -8,9 +8,10 @@
  * @module
  */
 import net from "node:net";
-import type { PassedSocket } from "./activation.ts";
+import { CONNECTION_NAME, type PassedSocket } from "./activation.ts";
+import { fastPathMissing } from "./fastpath.ts";
 import { log } from "./log.ts";
-import { canDuplicate, duplicate, rearmer } from "./rearm.ts";
+import { duplicate, rearmer, recoveryMissing } from "./rearm.ts";
 
 /** A passed listening socket being served. */
 export interface Listener {
@@ -18,6 +19,13 @@ export interface Listener {
   readonly passed: PassedSocket;
   /** Where it listens, for logs: "127.0.0.1:80", "[::]:80" or "unix socket". */
   readonly address: string;
+  /**
+   * The private API that recovering this listener after running out of file descriptors needs
+   * and this Deno lacks (see `rearm.ts`), or null.
+   */
+  readonly recoveryMissing: string | null;
+  /** The private API that the fast path for its clients needs and this Deno lacks, or null. */
+  readonly fastPathMissing: string | null;
   /** Stops accepting. Closes only our descriptor: the socket stays bound and listening in the
    * service manager, which keeps its own, so clients that arrive meanwhile wait in its queue. */
   close(): void;
@@ -32,9 +40,6 @@ export type Adopted =
 export class AdoptionError extends Error {
   override name = "AdoptionError";
 }
-
-/** The name systemd gives the socket of an `Accept=yes` service instance. */
-export const CONNECTION_NAME = "connection";
 
 /**
  * How often every listener is checked for having been stopped by running out of file
@@ -101,6 +106,16 @@ function adoptConnection(passed: PassedSocket, hint = ""): Adopted {
     throw notStream(passed, `${(e as Error).message}${hint}`);
   }
   socket.on("error", () => {}); // Reported where the socket is used.
+  if (socket.remoteAddress === undefined && socket.localPort !== undefined) {
+    // A TCP socket with an address but no peer is listening. (A Unix one cannot be told apart
+    // here; reading it fails with ENOTCONN.)
+    socket.destroy();
+    throw new AdoptionError(
+      `Passed in socket fd ${passed.fd} (name "${passed.name}") is a listening socket, not a ` +
+        `connection; with StandardInput=socket set Accept=yes, or let the service manager pass ` +
+        `listening sockets in LISTEN_FDS (the default without StandardInput=socket).`,
+    );
+  }
   return { kind: "connection", passed, socket };
 }
 
@@ -112,6 +127,8 @@ const SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, pauseOnConnect: tr
  */
 class ServedListener implements Listener {
   readonly address: string;
+  readonly recoveryMissing: string | null;
+  readonly fastPathMissing: string | null;
   #server: net.Server;
   #closed = false;
   /** Whether a client arrived since the last check. */
@@ -129,6 +146,8 @@ class ServedListener implements Listener {
   ) {
     this.#server = server;
     this.address = describe(server);
+    this.recoveryMissing = recoveryMissing(server);
+    this.fastPathMissing = fastPathMissing(server);
     this.#serve(server);
     this.#guard();
   }
@@ -155,6 +174,7 @@ class ServedListener implements Listener {
 
   /** Keeps the listener accepting after running out of descriptors: private API, see rearm.ts. */
   #guard(): void {
+    if (this.recoveryMissing !== null) return; // Said once at start-up, for all listeners.
     const rearm = rearmer(this.#server);
     if (rearm !== null && rearm()) {
       // TCP: re-arm in place on every check; harmless when it was not stopped.
@@ -164,7 +184,7 @@ class ServedListener implements Listener {
         log("warning", this.#say(`re-arming it failed; ${NO_RECOVERY}.`));
         return false;
       };
-    } else if (canDuplicate(this.#server)) {
+    } else {
       // Unix: replace a listener that has taken no client since the last check (see
       // REPLACE_BACKOFF_MAX_MS for how often).
       const most = Math.max(1, Math.round(REPLACE_BACKOFF_MAX_MS / REARM_INTERVAL_MS));
@@ -182,9 +202,6 @@ class ServedListener implements Listener {
         this.#wait = this.#interval;
         return outcome !== "stop";
       };
-    } else {
-      log("warning", this.#say(`this Deno cannot restart it; ${NO_RECOVERY}.`));
-      return;
     }
     startChecking(this.#check);
   }
@@ -263,4 +280,86 @@ export function adopt(
   } catch (e) {
     return Promise.reject(e);
   }
+}
+
+/** How long the self-test waits for its own client; it takes a few milliseconds. */
+export const SELF_TEST_TIMEOUT_MS = 5000;
+
+/** Errors that say nothing about adoption: the test cannot run now, here. */
+const CANNOT_TEST = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOMEM",
+  "ENOBUFS",
+  "EACCES",
+  "EPERM",
+  "EAFNOSUPPORT",
+  "EADDRNOTAVAIL",
+  "ENETUNREACH",
+]);
+
+function cannotTest(error: Error & { code?: string }): boolean {
+  return CANNOT_TEST.has(error.code ?? "") || error instanceof Deno.errors.NotCapable ||
+    error instanceof Deno.errors.PermissionDenied;
+}
+
+/**
+ * Checks that this Deno really serves an adopted listening socket, without touching the passed
+ * ones: it listens on a private TCP port on 127.0.0.1, adopts a duplicate of its descriptor with
+ * a second server as passed sockets are adopted, closes the first, connects, and waits for the
+ * second to accept. That is how Deno 2.7.12 to 2.7.14 failed: they adopted a TCP socket by
+ * opening a listener of their own, and never served the passed one. A few milliseconds.
+ *
+ * @param network the `node:net` to test (tests pass a broken stand-in).
+ * @returns null when it passed, or cannot run here (no IPv4 or loopback in the sandbox, no
+ * descriptor to spare, no private API to duplicate with: the version floor then stands alone);
+ * else what went wrong.
+ */
+export function selfTest(network: typeof net = net): Promise<string | null> {
+  if (Deno.permissions.querySync({ name: "net", host: "127.0.0.1" }).state !== "granted") {
+    return Promise.resolve(null);
+  }
+  return new Promise((resolve) => {
+    const first = network.createServer();
+    let second: net.Server | null = null;
+    // Whatever Deno's node:net throws where nobody can catch it is not a verdict either.
+    const unexpected = (event: PromiseRejectionEvent) => {
+      event.preventDefault();
+      finish(null);
+    };
+    globalThis.addEventListener("unhandledrejection", unexpected);
+    const finish = (verdict: string | null) => {
+      clearTimeout(timer);
+      globalThis.removeEventListener("unhandledrejection", unexpected);
+      first.close();
+      second?.close();
+      resolve(verdict);
+    };
+    const failed = (step: string) => (error: Error & { code?: string }) =>
+      finish(cannotTest(error) ? null : `${step} failed: ${error.code ?? error.message}`);
+    const timer = setTimeout(
+      () =>
+        finish(`an adopted listening socket accepted nothing within ${SELF_TEST_TIMEOUT_MS} ms`),
+      SELF_TEST_TIMEOUT_MS,
+    );
+    first.once("error", () => finish(null)); // No IPv4 here: nothing to learn.
+    first.listen({ host: "127.0.0.1", port: 0 }, () => {
+      const { port } = first.address() as net.AddressInfo;
+      const fd = duplicate(first);
+      if (typeof fd !== "number") return finish(null);
+      second = network.createServer(SERVER_OPTIONS);
+      second.once("error", failed("adopting a listening socket"));
+      second.once("connection", (client: net.Socket) => {
+        client.destroy();
+        finish(null);
+      });
+      second.listen({ fd }, () => {
+        first.close();
+        Deno.connect({ hostname: "127.0.0.1", port }).then(
+          (conn) => conn.close(),
+          failed("connecting to an adopted socket"),
+        );
+      });
+    });
+  });
 }

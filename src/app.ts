@@ -1,34 +1,39 @@
 /**
- * The program: command line, activation, listeners, notification, signals and shutdown; maps
- * every failure to an exit code.
+ * The program's life, step by step: read the command line; plan what to serve; open the
+ * sockets; serve until stopped, idle or done; stop. Maps every failure to an exit code.
  * @module
  */
-import { ActivationError, type PassedSocket, takeListenEnv } from "./activation.ts";
+import { ActivationError, CONNECTION_NAME, takeListenEnv } from "./activation.ts";
 import type { Socket } from "node:net";
-import { adopt, AdoptionError } from "./adopt.ts";
-import { type Command, HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
+import { adopt, AdoptionError, type Listener, selfTest } from "./adopt.ts";
+import { HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
 import { listenOn } from "./listen.ts";
-import { configureLog, log } from "./log.ts";
+import { flushLog, log, logDestination, setLogLevel, setLogWriter, writerFor } from "./log.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
+import { makePlan, type Plan, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
+import { floorProblem, missingNotice } from "./runtime.ts";
+import { identify } from "./stdio.ts";
 import { formatTarget, type Target } from "./target.ts";
 import { formatTimespan } from "./timespan.ts";
-import denoJson from "../deno.json" with { type: "json" };
+import { VERSION } from "./version.ts";
+
+export { VERSION };
 
 /** Exit status: success, including `--help`, `--version`, idle exit and a graceful stop. */
 export const EXIT_SUCCESS = 0;
 /** Exit status: any failure, as systemd-socket-proxyd uses it. */
 export const EXIT_FAILURE = 1;
 
-/** The package version, from deno.json. */
-export const VERSION: string = denoJson.version;
-
 /** Environment variable that selects the client data path: "fast" (default) or "portable". */
 export const DATA_PATH_VARIABLE = "SOCKET_PROXYD_DATA_PATH";
 
 /** STATUS= updates are coalesced to at most one per this many milliseconds. */
 const STATUS_INTERVAL_MS = 250;
+
+/** At exit, how long to wait for log lines to be written (stderr may not be read at all). */
+const LOG_FLUSH_TIMEOUT_MS = 1000;
 
 /** Reads an environment variable; one Deno's permissions hide counts as unset. */
 function env(name: string): string | undefined {
@@ -39,7 +44,119 @@ function env(name: string): string | undefined {
   }
 }
 
-/** Checks that Deno's permission flags let us reach the target, so we fail at start, not later. */
+/**
+ * Runs the proxy with `args` (without the program name).
+ *
+ * @returns the exit status, once serving has ended (or failed to start).
+ */
+export async function run(args: readonly string[]): Promise<number> {
+  // First of all: where log lines may go. Under Accept=yes, stderr may be the client.
+  setLogWriter(writerFor(logDestination(identify(2), env("JOURNAL_STREAM"))));
+  try {
+    return await runCommand(args);
+  } finally {
+    await flushLog(LOG_FLUSH_TIMEOUT_MS);
+  }
+}
+
+async function runCommand(args: readonly string[]): Promise<number> {
+  let command;
+  try {
+    command = parseCommandLine(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    log("error", `${e.message.replace(/\.?$/, ".")} See --help.`);
+    return EXIT_FAILURE;
+  }
+  switch (command.kind) {
+    case "help":
+      console.log(HELP);
+      return EXIT_SUCCESS;
+    case "version":
+      console.log(`socket-proxyd ${VERSION} (Deno ${Deno.version.deno})`);
+      return EXIT_SUCCESS;
+    case "run":
+      return await serve(command.options);
+  }
+}
+
+/** Why serving ended. */
+type Ending = "idle" | "done" | "SIGTERM" | "SIGINT";
+
+/** The end of serving, however it comes; a second signal exits at once. */
+class End {
+  readonly #ending = Promise.withResolvers<Ending>();
+  #stopping = false;
+
+  /** Resolves with the first reason to stop. */
+  get reason(): Promise<Ending> {
+    return this.#ending.promise;
+  }
+
+  /** Ends serving (the first call counts). */
+  end(why: Ending): void {
+    this.#stopping = true;
+    this.#ending.resolve(why);
+  }
+
+  /**
+   * Listens for SIGTERM and SIGINT. Call first: Deno cannot register a signal handler once file
+   * descriptors have run out.
+   */
+  watchSignals(): void {
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      Deno.addSignalListener(signal, () => {
+        if (this.#stopping) {
+          log("warning", `Received ${signal} again, exiting at once.`);
+          flushLog(LOG_FLUSH_TIMEOUT_MS).then(() => Deno.exit(EXIT_SUCCESS));
+          return;
+        }
+        this.end(signal);
+      });
+    }
+  }
+}
+
+async function serve(options: Options): Promise<number> {
+  setLogLevel(options.verbose ? "debug" : "info");
+  const end = new End();
+  end.watchSignals();
+  try {
+    const tooOld = floorProblem(Deno.version.deno);
+    if (tooOld !== null) throw new StartError(tooOld);
+    const plan = planFromEnvironment(options);
+    const service = new Service(options, plan, end);
+    await service.open();
+    return await service.stop(await service.serve());
+  } catch (e) {
+    if (!(e instanceof StartError)) throw e;
+    log("error", e.message);
+    return EXIT_FAILURE;
+  }
+}
+
+/**
+ * Plans from the command line, the activation variables and standard input, and checks that
+ * Deno's permissions let us reach every target, so we fail at start, not later.
+ * @throws {StartError}
+ */
+function planFromEnvironment(options: Options): Plan {
+  let plan: Plan;
+  try {
+    plan = makePlan(options, takeListenEnv(), identify(0)?.socket ?? false);
+  } catch (e) {
+    if (!(e instanceof ActivationError)) throw e;
+    throw new StartError(`Invalid socket activation environment: ${e.message}`);
+  }
+  for (const target of plan.targets) {
+    const problem = permissionProblem(target);
+    if (problem !== null) throw new StartError(problem);
+  }
+  for (const warning of plan.warnings) log("warning", warning);
+  for (const notice of plan.notices) log("info", notice);
+  return plan;
+}
+
 function permissionProblem(target: Target): string | null {
   const granted = (descriptor: Deno.PermissionDescriptor) =>
     Deno.permissions.querySync(descriptor).state === "granted";
@@ -63,207 +180,191 @@ function permissionProblem(target: Target): string | null {
   }
 }
 
-/** Why serving ended. */
-type Ending = "idle" | "done" | "SIGTERM" | "SIGINT";
+/** The proxy serving a plan: its sockets, notifications to the service manager, and its end. */
+class Service {
+  readonly #options: Options;
+  readonly #plan: Plan;
+  readonly #end: End;
+  readonly #dataPath: DataPath;
+  readonly #notifier: Notifier;
+  readonly #proxy: Proxy;
+  /** Stop accepting, one per listener. */
+  readonly #closers: Array<() => void> = [];
+  /** What is forwarded where, for the start-up line. */
+  readonly #descriptions: string[] = [];
+  /** Connections passed in (Accept=yes, inetd), to serve once everything is open. */
+  readonly #connections: Array<{ socket: Socket; target: Target }> = [];
+  /** Serving only passed connections, no listener: serving ends when they are done. */
+  #onlyConnections = false;
+  #statusTimer: ReturnType<typeof setTimeout> | undefined;
 
-/**
- * Runs the proxy with `args` (without the program name).
- *
- * @returns the exit status, once serving has ended (or failed to start).
- */
-export async function run(args: readonly string[]): Promise<number> {
-  let command: Command;
-  try {
-    command = parseCommandLine(args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    log("error", `${e.message.replace(/\.?$/, ".")} See --help.`);
-    return EXIT_FAILURE;
-  }
-  if (command.kind === "help") {
-    console.log(HELP);
-    return EXIT_SUCCESS;
-  }
-  if (command.kind === "version") {
-    console.log(`socket-proxyd ${VERSION} (Deno ${Deno.version.deno})`);
-    return EXIT_SUCCESS;
-  }
-  return await serve(command.options);
-}
-
-async function serve(options: Options): Promise<number> {
-  configureLog(options.verbose ? "debug" : "info", env("JOURNAL_STREAM") !== undefined);
-  const ending = Promise.withResolvers<Ending>();
-  // Signal handlers first: Deno cannot register one later if file descriptors have run out.
-  let stopping = false;
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    Deno.addSignalListener(signal, () => {
-      if (stopping) {
-        log("warning", `Received ${signal} again, exiting at once.`);
-        Deno.exit(EXIT_SUCCESS);
-      }
-      stopping = true;
-      ending.resolve(signal);
+  constructor(options: Options, plan: Plan, end: End) {
+    this.#options = options;
+    this.#plan = plan;
+    this.#end = end;
+    this.#dataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
+    this.#notifier = new Notifier(parseNotifySocket(env("NOTIFY_SOCKET")));
+    this.#proxy = new Proxy({
+      dataPath: this.#dataPath,
+      connectionsMax: options.connectionsMax,
+      exitIdleTimeUsec: options.exitIdleTimeUsec,
+      proxyProtocol: options.proxyProtocol,
+      connectTimeoutMs: options.connectTimeoutUsec / 1000,
+      idleTimeoutMs: options.idleTimeoutUsec / 1000,
+      keepalive: options.keepalive,
+      onIdle: () => end.end("idle"),
+      onChange: () => this.#changed(),
     });
   }
 
-  let passed: PassedSocket[];
-  try {
-    passed = takeListenEnv();
-  } catch (e) {
-    if (!(e instanceof ActivationError)) throw e;
-    log("error", `Invalid socket activation environment: ${e.message}`);
-    return EXIT_FAILURE;
+  /**
+   * Adopts the passed sockets, or listens on the `--listen` addresses.
+   * @throws {StartError} naming what could not be served.
+   */
+  async open(): Promise<void> {
+    await this.#testAdoption();
+    const listeners: Listener[] = [];
+    try {
+      await this.#adoptPassed(listeners);
+      await this.#listenOwn();
+    } catch (e) {
+      for (const close of this.#closers) close();
+      if (e instanceof AdoptionError) throw new StartError(e.message);
+      throw new StartError(`Cannot listen: ${(e as Error).message}`);
+    }
+    const notice = missingNotice(Deno.version.deno, {
+      fastPath: this.#dataPath === "fast" ? listeners.flatMap((l) => l.fastPathMissing ?? []) : [],
+      recovery: listeners.flatMap((l) => l.recoveryMissing ?? []),
+    });
+    if (notice !== null) log("warning", notice);
   }
-  if (passed.length === 0 && options.listen.length === 0) {
-    log(
-      "error",
-      "Didn't get any sockets passed in; start me from a .socket unit, with " +
-        "systemd-socket-activate --listen=ADDR, or give --listen=ADDR.",
+
+  /** Before listening sockets are adopted: does this Deno serve an adopted socket at all? */
+  async #testAdoption(): Promise<void> {
+    if (this.#plan.sockets.every(({ socket }) => socket.name === CONNECTION_NAME)) return;
+    const failure = await selfTest();
+    if (failure === null) return;
+    throw new StartError(
+      `This Deno (${Deno.version.deno}) cannot serve the sockets passed in: its self-test ` +
+        `says ${failure}. Use another Deno release (see the README's table), or the ` +
+        "socket-proxyd package, which brings the one it is tested with.",
     );
-    return EXIT_FAILURE;
-  }
-  // Every socket needs a target: its own by name, or the positional default.
-  const targetFor = new Map<PassedSocket, Target>();
-  for (const socket of passed) {
-    const target = options.targets.get(socket.name) ?? options.target;
-    if (target === null) {
-      log(
-        "error",
-        `No target for the socket named "${socket.name}" (fd ${socket.fd}); give ` +
-          `--target=${socket.name}=TARGET or a default TARGET.`,
-      );
-      return EXIT_FAILURE;
-    }
-    targetFor.set(socket, target);
-  }
-  if (passed.length === 0 && options.target === null) {
-    log("error", "--listen needs a TARGET argument (--target= applies to passed sockets).");
-    return EXIT_FAILURE;
-  }
-  for (const name of options.targets.keys()) {
-    if (passed.length > 0 && !passed.some((socket) => socket.name === name)) {
-      log("warning", `No passed socket is named "${name}"; --target=${name}=... is unused.`);
-    }
-  }
-  const used = passed.length > 0 ? [...targetFor.values()] : [options.target!];
-  for (const target of used) {
-    const problem = permissionProblem(target);
-    if (problem !== null) {
-      log("error", problem);
-      return EXIT_FAILURE;
-    }
   }
 
-  const notifier = new Notifier(parseNotifySocket(env("NOTIFY_SOCKET")));
-  const forwardsTo = [...new Set(used.map(formatTarget))].join(", ");
-  let statusTimer: ReturnType<typeof setTimeout> | undefined;
-  const status = () =>
-    `Forwarding to ${forwardsTo}: ${proxy.active} active, ${proxy.served} served`;
-  const dataPath: DataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
-  const proxy: Proxy = new Proxy({
-    dataPath,
-    connectionsMax: options.connectionsMax,
-    exitIdleTimeUsec: options.exitIdleTimeUsec,
-    proxyProtocol: options.proxyProtocol,
-    connectTimeoutMs: options.connectTimeoutUsec / 1000,
-    idleTimeoutMs: options.idleTimeoutUsec / 1000,
-    keepalive: options.keepalive,
-    onIdle: () => ending.resolve("idle"),
-    onChange() {
-      if (onlyConnections && proxy.active === 0) ending.resolve("done");
-      if (!notifier.enabled || statusTimer !== undefined) return;
-      statusTimer = setTimeout(() => {
-        statusTimer = undefined;
-        notifier.send(`STATUS=${status()}`);
-      }, STATUS_INTERVAL_MS);
-    },
-  });
-
-  const closers: Array<() => void> = [];
-  const descriptions: string[] = [];
-  const connections: Array<{ socket: Socket; target: Target }> = [];
-  let onlyConnections = false;
-  try {
-    for (const socket of passed) {
-      const target = targetFor.get(socket)!;
+  async #adoptPassed(listeners: Listener[]): Promise<void> {
+    for (const { socket, target } of this.#plan.sockets) {
       const to = formatTarget(target);
       const adopted = await adopt(
         socket,
-        (client) => proxy.admit(socketClient(client, dataPath), target),
+        (client) => this.#proxy.admit(socketClient(client, this.#dataPath), target),
       );
       if (adopted.kind === "listener") {
         const { listener } = adopted;
-        closers.push(listener.close);
-        descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}") to ${to}`);
+        listeners.push(listener);
+        this.#closers.push(listener.close);
+        this.#descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}") to ${to}`);
       } else {
-        connections.push({ socket: adopted.socket, target });
-        descriptions.push(`connection on fd ${socket.fd} to ${to}`);
+        this.#connections.push({ socket: adopted.socket, target });
+        this.#descriptions.push(`connection on fd ${socket.fd} to ${to}`);
       }
     }
-    if (passed.length === 0) {
-      const target = options.target!;
-      for (const address of options.listen) {
-        const own = await listenOn(address, (conn) => proxy.admit(connClient(conn), target));
-        closers.push(own.close);
-        descriptions.push(`${own.address} to ${formatTarget(target)}`);
-      }
-    } else if (options.listen.length > 0) {
-      log("info", "Sockets were passed in, so --listen is ignored.");
-    }
-  } catch (e) {
-    for (const close of closers) close();
-    if (e instanceof AdoptionError) log("error", e.message);
-    else log("error", `Cannot listen: ${(e as Error).message}`);
-    return EXIT_FAILURE;
   }
 
-  log(
-    "info",
-    `Forwarding ${descriptions.join(", ")}; at most ` +
-      `${options.connectionsMax} connections` +
-      (options.exitIdleTimeUsec === Infinity
-        ? "."
-        : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
-  );
-  // With Accept=yes there is no listener: serve the connection(s), then exit.
-  onlyConnections = closers.length === 0;
-  // A passed connection is already being read by node:net, so it must stay on the portable path.
-  for (const c of connections) proxy.admit(socketClient(c.socket, "portable"), c.target);
-  if (!onlyConnections) proxy.start();
-  notifier.send(`READY=1\nSTATUS=${status()}`);
-  const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
-  const watchdog = watchdogMs === null || !notifier.enabled
-    ? undefined
-    : setInterval(() => notifier.send("WATCHDOG=1"), watchdogMs);
+  async #listenOwn(): Promise<void> {
+    const target = this.#plan.listenTarget;
+    if (target === null) return;
+    for (const address of this.#plan.listen) {
+      const own = await listenOn(address, (conn) => this.#proxy.admit(connClient(conn), target));
+      this.#closers.push(own.close);
+      this.#descriptions.push(`${own.address} to ${formatTarget(target)}`);
+    }
+  }
 
-  const why = await ending.promise;
-  stopping = true;
-  for (const close of closers) close();
-  clearInterval(watchdog);
-  clearTimeout(statusTimer);
-  const stoppingStatus =
-    `STOPPING=1\nSTATUS=Stopping: ${proxy.active} active, ${proxy.served} served`;
-  await notifier.send(stoppingStatus);
-  let exitStatus = EXIT_SUCCESS;
-  if (why === "idle") {
-    log("info", `Exiting after ${formatTimespan(options.exitIdleTimeUsec)} without connections.`);
-  } else if (why === "done") {
-    if (proxy.failed > 0) exitStatus = EXIT_FAILURE;
-  } else {
-    const open = proxy.active;
+  /**
+   * Says what is being forwarded, tells the service manager it is ready, and serves until the
+   * end: a signal, `--exit-idle-time`, or (inetd style) the passed connections being done.
+   */
+  async serve(): Promise<Ending> {
+    const options = this.#options;
     log(
       "info",
-      `Received ${why}, stopping: no longer accepting; ${open} connection(s) open, waiting up ` +
-        `to ${formatTimespan(options.drainTimeoutUsec)} for them to finish.`,
+      `Forwarding ${this.#descriptions.join(", ")}; at most ${options.connectionsMax} ` +
+        "connections" +
+        (options.exitIdleTimeUsec === Infinity
+          ? "."
+          : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
     );
-    const cut = await proxy.drain(options.drainTimeoutUsec / 1000);
+    this.#onlyConnections = this.#closers.length === 0;
+    // A passed connection is already being read by node:net, so it stays on the portable path.
+    for (const c of this.#connections) {
+      this.#proxy.admit(socketClient(c.socket, "portable"), c.target);
+    }
+    if (!this.#onlyConnections) this.#proxy.start();
+    this.#notifier.send(`READY=1\nSTATUS=${this.#status()}`);
+    const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
+    const watchdog = watchdogMs === null || !this.#notifier.enabled
+      ? undefined
+      : setInterval(() => this.#notifier.send("WATCHDOG=1"), watchdogMs);
+    const why = await this.#end.reason;
+    clearInterval(watchdog);
+    return why;
+  }
+
+  /**
+   * Stops accepting and, after a signal, lets open connections finish for up to
+   * `--drain-timeout`.
+   * @returns the exit status.
+   */
+  async stop(why: Ending): Promise<number> {
+    for (const close of this.#closers) close();
+    clearTimeout(this.#statusTimer);
+    const proxy = this.#proxy;
+    await this.#notifier.send(
+      `STOPPING=1\nSTATUS=Stopping: ${proxy.active} active, ${proxy.served} served`,
+    );
+    let exitStatus = EXIT_SUCCESS;
+    if (why === "idle") {
+      log(
+        "info",
+        `Exiting after ${formatTimespan(this.#options.exitIdleTimeUsec)} without connections.`,
+      );
+    } else if (why === "done") {
+      if (proxy.failed > 0) exitStatus = EXIT_FAILURE;
+    } else {
+      await this.#drain(why);
+    }
+    this.#notifier.close();
+    return exitStatus;
+  }
+
+  async #drain(signal: Ending): Promise<void> {
+    const proxy = this.#proxy;
+    const timeoutUsec = this.#options.drainTimeoutUsec;
+    log(
+      "info",
+      `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open, ` +
+        `waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
+    );
+    const cut = await proxy.drain(timeoutUsec / 1000);
     log(
       "info",
       `Stopped: ${proxy.served} connection(s) served, ` +
         (cut > 0 ? `${cut} still open after the drain timeout closed.` : "none cut off."),
     );
   }
-  notifier.close();
-  return exitStatus;
+
+  #status(): string {
+    const forwardsTo = this.#plan.targets.map(formatTarget).join(", ");
+    return `Forwarding to ${forwardsTo}: ${this.#proxy.active} active, ${this.#proxy.served} served`;
+  }
+
+  /** The number of open connections changed: maybe done; a STATUS= update soon. */
+  #changed(): void {
+    if (this.#onlyConnections && this.#proxy.active === 0) this.#end.end("done");
+    if (!this.#notifier.enabled || this.#statusTimer !== undefined) return;
+    this.#statusTimer = setTimeout(() => {
+      this.#statusTimer = undefined;
+      this.#notifier.send(`STATUS=${this.#status()}`);
+    }, STATUS_INTERVAL_MS);
+  }
 }

@@ -5,14 +5,16 @@
  * accepted TCP socket out of its `node:net` wrapper into a plain Deno resource
  * (`TCPWrap.takeStream()`), which `Deno[Deno.internal].core` reads into our own buffers exactly
  * like a `Deno.Conn`. Both are private API that a Deno release may change, so this module is the
- * only place that touches them, checks them at start-up and reports `null` when they are
- * missing; callers then fall back to the portable `socketEndpoint`.
+ * only place that touches them: {@link fastPathMissing} tells at start-up what is missing, and
+ * the functions here report `null` then; callers fall back to the portable `socketEndpoint`.
  * @module
  */
-import type { Socket } from "node:net";
+import type { Server, Socket } from "node:net";
 import { EMPTY, type Endpoint } from "./endpoint.ts";
+import { log } from "./log.ts";
 
-interface CoreOps {
+/** The core ops the fast path uses. */
+export interface CoreOps {
   read(rid: number, buffer: Uint8Array): Promise<number>;
   write(rid: number, data: Uint8Array): Promise<number>;
   shutdown(rid: number): Promise<void>;
@@ -23,12 +25,13 @@ interface TakeableHandle {
   takeStream(): number;
 }
 
-function findCore(): CoreOps | null {
-  const deno = Deno as unknown as Record<symbol | string, unknown>;
-  const internal = deno.internal as symbol | undefined;
+/** The core ops of `deno` (this runtime's `Deno`, or a stand-in in tests), if it has them all. */
+export function findCore(deno: unknown = Deno): CoreOps | null {
+  const namespace = deno as Record<symbol | string, unknown>;
+  const internal = namespace.internal as symbol | undefined;
   const core = internal === undefined
     ? undefined
-    : (deno[internal] as { core?: Partial<CoreOps> } | undefined)?.core;
+    : (namespace[internal] as { core?: Partial<CoreOps> } | undefined)?.core;
   const ok = core !== undefined &&
     ["read", "write", "shutdown", "tryClose"].every((op) =>
       typeof core[op as keyof CoreOps] === "function"
@@ -37,6 +40,26 @@ function findCore(): CoreOps | null {
 }
 
 const core = findCore();
+
+/** Where the fast path's private API lives, for the start-up notice. */
+export const CORE_OPS = "Deno[Deno.internal].core.{read,write,shutdown,tryClose}";
+/** ...and the take-over of accepted TCP clients. */
+export const TAKE_STREAM = "TCP handle takeStream()";
+
+/**
+ * What the fast path for clients of `server` needs of this Deno and it lacks, for the start-up
+ * notice (its clients then take the portable path); `core` is for tests.
+ *
+ * @returns the missing private API, or null (also for Unix servers, whose clients always take
+ * the portable path).
+ */
+export function fastPathMissing(server: Server, ops: CoreOps | null = core): string | null {
+  const address = server.address();
+  if (address === null || typeof address === "string") return null;
+  if (ops === null) return CORE_OPS;
+  const handle = (server as unknown as { _handle?: Partial<TakeableHandle> | null })._handle;
+  return typeof handle?.takeStream === "function" ? null : TAKE_STREAM;
+}
 
 /**
  * Takes over an accepted TCP client socket as an endpoint over Deno's core ops.
@@ -55,8 +78,9 @@ export function takeEndpoint(socket: Socket): Endpoint | null {
 
 const ignore = (): void => {};
 
-/** The private symbol under which a `Deno.Conn` keeps its resource id, once found. */
-let ridSymbol: symbol | undefined;
+/** The private symbol under which a `Deno.Conn` keeps its resource id, once looked for (null:
+ * not there). */
+let ridSymbol: symbol | null | undefined;
 
 /**
  * Takes over a dialled backend connection (TCP or Unix; set its socket options first) as an
@@ -66,14 +90,21 @@ let ridSymbol: symbol | undefined;
  * @returns null when this Deno does not allow it; then use `connEndpoint(conn)`.
  */
 export function takeConn(conn: Deno.Conn): Endpoint | null {
-  if (core === null) return null;
-  ridSymbol ??= Object.getOwnPropertySymbols(conn).find((s) =>
-    s.description === "Deno.internal.rid"
-  );
-  const rid = ridSymbol === undefined
+  if (core === null || ridSymbol === null) return null;
+  ridSymbol ??=
+    Object.getOwnPropertySymbols(conn).find((s) => s.description === "Deno.internal.rid") ?? null;
+  const rid = ridSymbol === null
     ? undefined
     : (conn as unknown as Record<symbol, unknown>)[ridSymbol];
-  return typeof rid === "number" ? new RidEndpoint(core, rid) : null;
+  if (typeof rid === "number") return new RidEndpoint(core, rid);
+  // Only a backend connection shows this, so it is said at the first one, once.
+  log(
+    "info",
+    `This Deno (${Deno.version.deno}) has no Symbol(Deno.internal.rid) on its connections; ` +
+      "backends are read and written through Deno.Conn, the portable way.",
+  );
+  ridSymbol = null;
+  return null;
 }
 
 /**

@@ -1,7 +1,19 @@
 /**
- * Logging: one line per event on stderr, where systemd collects it into the journal.
+ * Logging: one line per event, to wherever it is safe to write.
+ *
+ * Usually that is stderr, which systemd connects to the journal. But with `Accept=yes` and
+ * `StandardInput=socket`, stderr is the client's connection: a line written there would reach
+ * the client as if the backend had sent it. So {@link logDestination} decides at start-up, from
+ * what stderr is: the journal's stream (JOURNAL_STREAM names it), something else that is not a
+ * socket (a terminal, a pipe, a file), or a socket that is not the journal's, which is never
+ * written to; lines then go to the journal's native socket, or nowhere.
+ *
+ * Writing never blocks the proxy: lines are queued and written asynchronously, and when the
+ * reader falls behind by more than {@link MAX_QUEUED_BYTES} further lines are dropped and
+ * counted, then reported once writing catches up.
  * @module
  */
+import { DatagramSender } from "./datagram.ts";
 
 /** Severities, with their syslog priority numbers. */
 export const PRIORITY = { error: 3, warning: 4, info: 6, debug: 7 } as const;
@@ -9,18 +21,187 @@ export const PRIORITY = { error: 3, warning: 4, info: 6, debug: 7 } as const;
 /** A severity name. */
 export type Level = keyof typeof PRIORITY;
 
-const encoder = new TextEncoder();
-let threshold: number = PRIORITY.info;
-let prefixed = false;
+/** The journal's socket for its native protocol. */
+export const JOURNAL_SOCKET = "/run/systemd/journal/socket";
+
+/** Lines waiting for a slow reader, at most; further ones are dropped and counted. */
+export const MAX_QUEUED_BYTES = 64 * 1024;
+
+/** Datagrams on their way to the journal, at most; further ones are dropped and counted. */
+export const MAX_DATAGRAMS_IN_FLIGHT = 64;
+
+/** The identifier the journal shows for our lines (SYSLOG_IDENTIFIER=). */
+export const IDENTIFIER = "socket-proxyd";
+
+/** What fstat(2) says about a file descriptor, as far as logging cares. */
+export interface FdIdentity {
+  readonly socket: boolean;
+  readonly dev: number;
+  readonly ino: number;
+}
 
 /**
- * Sets the least severe level that is still written (default: info), and whether lines carry
- * a syslog priority prefix such as "<4>", which the journal understands (set `journal` when
- * stderr is connected to it, i.e. JOURNAL_STREAM is set).
+ * Where log lines go:
+ * - "journal-stream": stderr is the journal's stream; lines carry a syslog prefix such as "<4>";
+ * - "stderr": plain lines on stderr (a terminal, pipe or file);
+ * - "journal-socket": stderr must not be written to; lines go to {@link JOURNAL_SOCKET}.
  */
-export function configureLog(level: Level, journal: boolean): void {
+export type Destination = "journal-stream" | "stderr" | "journal-socket";
+
+/**
+ * Decides where log lines go, from what stderr is (null when it is not open) and JOURNAL_STREAM
+ * ("DEV:INODE" of the journal's stream, which a service's stderr inherits or not).
+ */
+export function logDestination(
+  stderr: FdIdentity | null,
+  journalStream: string | undefined,
+): Destination {
+  const match = /^(\d+):(\d+)$/.exec(journalStream ?? "");
+  if (
+    stderr !== null && match !== null && Number(match[1]) === stderr.dev &&
+    Number(match[2]) === stderr.ino
+  ) {
+    return "journal-stream";
+  }
+  // A socket that is not the journal's is most likely a client's connection. A closed stderr
+  // is no better: the next socket opened could take its number.
+  return stderr === null || stderr.socket ? "journal-socket" : "stderr";
+}
+
+/** Formats one log line for a stream (without the newline). */
+export function formatLine(level: Level, message: string, prefixed: boolean): string {
+  const line = message.replaceAll("\n", " ");
+  return prefixed ? `<${PRIORITY[level]}>${line}` : line;
+}
+
+/** Formats one entry of the journal's native protocol. */
+export function journalEntry(level: Level, message: string): string {
+  return `PRIORITY=${PRIORITY[level]}\nSYSLOG_IDENTIFIER=${IDENTIFIER}\n` +
+    `MESSAGE=${message.replaceAll("\n", " ")}\n`;
+}
+
+/** Takes log lines and writes them out asynchronously. */
+export interface LogWriter {
+  /** Queues one line; never blocks or throws. */
+  write(level: Level, message: string): void;
+  /** Resolves once everything queued so far has been written or given up on. */
+  flush(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+
+function dropped(count: number, where: string): string {
+  return `${count} log line(s) dropped: ${where} did not keep up.`;
+}
+
+/**
+ * Writes lines to a stream, one write at a time: lines that arrive meanwhile are written
+ * together by the next one.
+ */
+export class StreamWriter implements LogWriter {
+  #queue: string[] = [];
+  #queued = 0;
+  #dropped = 0;
+  #writing: Promise<void> | null = null;
+  #broken = false;
+
+  /**
+   * @param stream where to write: `Deno.stderr`, or a stand-in in tests.
+   * @param prefixed whether lines carry a syslog priority prefix (for the journal's stream).
+   */
+  constructor(
+    readonly stream: { write(data: Uint8Array): Promise<number> },
+    readonly prefixed: boolean,
+  ) {}
+
+  write(level: Level, message: string): void {
+    if (this.#broken) return;
+    const line = `${formatLine(level, message, this.prefixed)}\n`;
+    if (this.#queued + line.length > MAX_QUEUED_BYTES) {
+      this.#dropped++;
+      return;
+    }
+    this.#queue.push(line);
+    this.#queued += line.length;
+    this.#writing ??= this.#drain();
+  }
+
+  flush(): Promise<void> {
+    return this.#writing ?? Promise.resolve();
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0 && !this.#broken) {
+      const data = encoder.encode(this.#queue.join(""));
+      this.#queue = [];
+      this.#queued = 0;
+      try {
+        for (let done = 0; done < data.length;) {
+          done += await this.stream.write(data.subarray(done));
+        }
+      } catch {
+        this.#broken = true; // Nowhere left to report to.
+      }
+      if (this.#dropped > 0 && this.#queue.length === 0) {
+        this.#queue.push(
+          `${formatLine("warning", dropped(this.#dropped, "stderr"), this.prefixed)}\n`,
+        );
+        this.#dropped = 0;
+      }
+    }
+    this.#writing = null;
+  }
+}
+
+/** Sends lines to the journal by its native protocol, as datagrams; drops what it cannot send. */
+export class JournalWriter implements LogWriter {
+  #inFlight = new Set<Promise<void>>();
+  #dropped = 0;
+
+  /** @param send sends one datagram to the journal: `DatagramSender.send`, or a stand-in. */
+  constructor(readonly send: (data: Uint8Array) => Promise<void>) {}
+
+  write(level: Level, message: string): void {
+    if (this.#inFlight.size >= MAX_DATAGRAMS_IN_FLIGHT) {
+      this.#dropped++;
+      return;
+    }
+    if (this.#dropped > 0) {
+      const count = this.#dropped;
+      this.#dropped = 0;
+      this.write("warning", dropped(count, "the journal"));
+    }
+    const sending = this.send(encoder.encode(journalEntry(level, message)))
+      .catch(() => {}) // No journal, or not allowed to reach it: nowhere to report to.
+      .finally(() => this.#inFlight.delete(sending));
+    this.#inFlight.add(sending);
+  }
+
+  async flush(): Promise<void> {
+    await Promise.all(this.#inFlight);
+  }
+}
+
+/** A writer for `destination`, on this process's stderr or the journal's socket. */
+export function writerFor(destination: Destination): LogWriter {
+  if (destination !== "journal-socket") {
+    return new StreamWriter(Deno.stderr, destination === "journal-stream");
+  }
+  const sender = new DatagramSender("journal");
+  return new JournalWriter((data) => sender.send(JOURNAL_SOCKET, data));
+}
+
+let threshold: number = PRIORITY.info;
+let writer: LogWriter = writerFor("stderr");
+
+/** Sets where lines go (default: plain lines on stderr). */
+export function setLogWriter(to: LogWriter): void {
+  writer = to;
+}
+
+/** Sets the least severe level that is still written (default: info). */
+export function setLogLevel(level: Level): void {
   threshold = PRIORITY[level];
-  prefixed = journal;
 }
 
 /** Whether lines at `level` are written: check before building a costly message. */
@@ -28,20 +209,22 @@ export function logs(level: Level): boolean {
   return PRIORITY[level] <= threshold;
 }
 
-/** Formats one log line (without the newline). */
-export function formatLine(level: Level, message: string, journal: boolean): string {
-  const line = message.replaceAll("\n", " ");
-  return journal ? `<${PRIORITY[level]}>${line}` : line;
+/** Writes one line at `level`, if that level is enabled; never blocks or throws. */
+export function log(level: Level, message: string): void {
+  if (logs(level)) writer.write(level, message);
 }
 
-/** Writes one line at `level`, if that level is enabled; never throws. */
-export function log(level: Level, message: string): void {
-  if (!logs(level)) return;
-  try {
-    Deno.stderr.writeSync(encoder.encode(`${formatLine(level, message, prefixed)}\n`));
-  } catch {
-    // Nowhere left to report to.
-  }
+/**
+ * Waits until what has been logged is written, for at most `timeoutMs`: call before exiting.
+ * A stuck stderr then costs the exit that long, and never the proxy while it serves.
+ */
+export async function flushLog(timeoutMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    writer.flush(),
+    new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
+  ]);
+  clearTimeout(timer);
 }
 
 /**

@@ -5,6 +5,7 @@
  * never throws or blocks the proxy: a failure is logged once and further messages are dropped.
  * @module
  */
+import { DatagramSender } from "./datagram.ts";
 import { log } from "./log.ts";
 
 /** The variables of the protocol. */
@@ -48,7 +49,7 @@ const encoder = new TextEncoder();
 
 /** Sends notifications to the service manager; does nothing when there is none. */
 export class Notifier {
-  #socket: Deno.DatagramConn | null = null;
+  readonly #sender = new DatagramSender("notify");
   #destination: NotifyDestination;
   #queue: Promise<void> = Promise.resolve();
 
@@ -73,14 +74,7 @@ export class Notifier {
     this.#queue = this.#queue.then(async () => {
       if (this.#destination === null) return;
       try {
-        this.#socket ??= Deno.listenDatagram({
-          transport: "unixpacket",
-          path: `\0socket-proxyd-notify-${Deno.pid}-${crypto.randomUUID()}`,
-        });
-        await this.#socket.send(encoder.encode(message), {
-          transport: "unixpacket",
-          path: destination.path,
-        });
+        await this.#sender.send(destination.path, encoder.encode(message));
       } catch (e) {
         const hint = e instanceof Deno.errors.NotCapable
           ? ` (allow it with --allow-write=${destination.path})`
@@ -98,11 +92,6 @@ export class Notifier {
 
   /** Releases the socket. */
   close(): void {
-    try {
-      this.#socket?.close();
-    } catch {
-      // Already closed.
-    }
-    this.#socket = null;
+    this.#sender.close();
   }
 }

@@ -11,14 +11,15 @@
  * - TCP ({@link rearmer}): calling `listen(backlog)` again on the server's native handle makes
  *   the event loop poll the listener again. It makes no system call on the socket (strace), so
  *   the backlog the service manager chose stays; on a listener that works it changes nothing.
- * - Unix (where that `listen` answers EINVAL and changes nothing): {@link duplicate} the socket
- *   with the handle's `fdForIpc()` (a dup(2)), serve the copy with a fresh server, and close the
- *   stopped one. The accept queue belongs to the socket, not to the descriptor, so no waiting
- *   client is lost, and an adopted socket's path is never unlinked by the close.
+ * - Unix: {@link duplicate} the socket with the handle's `fdForIpc()` (a dup(2)), serve the copy
+ *   with a fresh server, and close the stopped one. The accept queue belongs to the socket, not
+ *   to the descriptor, so no waiting client is lost, and an adopted socket's path is never
+ *   unlinked by the close. Never `listen` again on a Unix handle: in Deno 2.8.3 to 2.9.5 that
+ *   closes the adopted socket (2.9.6 answers EINVAL and changes nothing).
  *
  * `_handle`, its `listen` and its `fdForIpc` are private API that a Deno release may change or
- * fix, so this module is the only place that touches them; each function reports `null` when
- * what it needs is missing, and callers then go on without recovery (and say so once).
+ * fix, so this module is the only place that touches them; {@link recoveryMissing} tells at
+ * start-up what is missing, and callers then go on without recovery (and say so once).
  * @module
  */
 import type { Server } from "node:net";
@@ -36,16 +37,21 @@ function handleOf(server: Server): Partial<NativeHandle> | null {
   return handle ?? null;
 }
 
+/** Whether `server` listens on a Unix socket (whose address an adopted server does not know). */
+function isUnix(server: Server): boolean {
+  const address = server.address();
+  return address === null || typeof address === "string";
+}
+
 /**
- * Finds the way to re-arm a listening `server` in place.
+ * Finds the way to re-arm a listening TCP `server` in place.
  *
- * @returns a function that re-arms it and tells whether that worked (it does not for Unix
- * sockets: callers should try it once at start and fall back to {@link duplicate}), or null
- * when this Deno's handle has no `listen`.
+ * @returns a function that re-arms it and tells whether that worked, or null for a Unix
+ * socket (see {@link duplicate}) or when this Deno's handle has no `listen`.
  */
 export function rearmer(server: Server): (() => boolean) | null {
   const handle = handleOf(server);
-  if (handle === null || typeof handle.listen !== "function") return null;
+  if (isUnix(server) || handle === null || typeof handle.listen !== "function") return null;
   const listenable = handle as NativeHandle;
   return () => {
     // The handle is gone once the server is closed; nothing to re-arm then.
@@ -82,4 +88,15 @@ export function duplicate(server: Server): number | DuplicateFailure {
   } catch {
     return "unsupported";
   }
+}
+
+/**
+ * What recovering `server` after running out of file descriptors needs of this Deno and it
+ * lacks, for the start-up notice.
+ *
+ * @returns the missing private API, or null when recovery is possible.
+ */
+export function recoveryMissing(server: Server): string | null {
+  if (rearmer(server) !== null || canDuplicate(server)) return null;
+  return isUnix(server) ? "Unix server handle fdForIpc()" : "TCP server handle listen()";
 }

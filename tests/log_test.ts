@@ -1,8 +1,26 @@
-import { deepEqual, equal } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 // fast-check is imported inline: deno.json has no import map for test-only dependencies.
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
-import { configureLog, formatLine, type Level, log, PRIORITY, Throttle } from "../src/log.ts";
+import {
+  type Destination,
+  type FdIdentity,
+  formatLine,
+  journalEntry,
+  JournalWriter,
+  type Level,
+  log,
+  logDestination,
+  type LogWriter,
+  MAX_DATAGRAMS_IN_FLIGHT,
+  MAX_QUEUED_BYTES,
+  PRIORITY,
+  setLogLevel,
+  setLogWriter,
+  StreamWriter,
+  Throttle,
+  writerFor,
+} from "../src/log.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Throttle
@@ -95,7 +113,7 @@ Deno.test("property: Throttle reports at most once per interval and loses no hit
 });
 
 // ---------------------------------------------------------------------------------------------
-// formatLine(), log() and configureLog()
+// formatLine(), journalEntry(), logDestination()
 
 Deno.test("PRIORITY: syslog numbers", () => {
   deepEqual(PRIORITY, { error: 3, warning: 4, info: 6, debug: 7 });
@@ -126,74 +144,244 @@ Deno.test("property: formatLine never yields more than one line", () => {
   );
 });
 
-/** Runs `fn` while capturing what is written to stderr; restores the default configuration. */
-function captureStderr(fn: () => void): string[] {
+Deno.test("journalEntry: the native protocol's fields, one line of message", () => {
+  equal(
+    journalEntry("warning", "a\nb"),
+    "PRIORITY=4\nSYSLOG_IDENTIFIER=socket-proxyd\nMESSAGE=a b\n",
+  );
+  equal(journalEntry("debug", ""), "PRIORITY=7\nSYSLOG_IDENTIFIER=socket-proxyd\nMESSAGE=\n");
+});
+
+const pipe: FdIdentity = { socket: false, dev: 14, ino: 1234 };
+const socket: FdIdentity = { socket: true, dev: 8, ino: 99 };
+
+Deno.test("logDestination: every case", () => {
+  const cases: Array<[FdIdentity | null, string | undefined, Destination]> = [
+    // The journal's own stream: prefixed lines on stderr.
+    [socket, "8:99", "journal-stream"],
+    [pipe, "14:1234", "journal-stream"],
+    // A socket that is not the journal's (a client's connection under Accept=yes): never.
+    [socket, undefined, "journal-socket"],
+    [socket, "8:98", "journal-socket"],
+    [socket, "9:99", "journal-socket"],
+    [socket, "", "journal-socket"],
+    [socket, "garbage", "journal-socket"],
+    // stderr redirected elsewhere although JOURNAL_STREAM was inherited: plain lines.
+    [pipe, "8:99", "stderr"],
+    [pipe, undefined, "stderr"],
+    [pipe, "14:1234:5", "stderr"],
+    [pipe, " 14:1234", "stderr"],
+    // stderr closed: its number may be taken by the next socket opened, so never.
+    [null, undefined, "journal-socket"],
+    [null, "8:99", "journal-socket"],
+  ];
+  for (const [stderr, journalStream, expected] of cases) {
+    equal(
+      logDestination(stderr, journalStream),
+      expected,
+      `${JSON.stringify([stderr, journalStream])}`,
+    );
+  }
+});
+
+Deno.test("property: a socket on stderr is written to only if it is the journal's stream", () => {
+  fc.assert(
+    fc.property(
+      fc.record({ socket: fc.boolean(), dev: fc.nat(), ino: fc.nat() }),
+      fc.option(fc.tuple(fc.nat(), fc.nat()), { nil: undefined }),
+      (stderr, journal) => {
+        const destination = logDestination(stderr, journal && `${journal[0]}:${journal[1]}`);
+        const isJournal = journal !== undefined && journal[0] === stderr.dev &&
+          journal[1] === stderr.ino;
+        if (isJournal) equal(destination, "journal-stream");
+        else equal(destination, stderr.socket ? "journal-socket" : "stderr");
+      },
+    ),
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// StreamWriter: asynchronous, one write at a time, bounded
+
+/** A stream whose writes complete only when the test says so. */
+class SlowStream {
+  readonly writes: string[] = [];
+  readonly #pending: Array<() => void> = [];
+  /** Bytes accepted per write, at most (short writes). */
+  constructor(readonly most = Infinity) {}
+  write(data: Uint8Array): Promise<number> {
+    const n = Math.min(data.length, this.most);
+    this.writes.push(new TextDecoder().decode(data.subarray(0, n)));
+    return new Promise((resolve) => this.#pending.push(() => resolve(n)));
+  }
+  /** Completes the oldest pending write; false if none is pending. */
+  complete(): boolean {
+    const next = this.#pending.shift();
+    next?.();
+    return next !== undefined;
+  }
+  get waiting(): number {
+    return this.#pending.length;
+  }
+}
+
+/** Lets pending promise reactions run. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+Deno.test("StreamWriter: writes at once, batches what arrives meanwhile, keeps the order", async () => {
+  const stream = new SlowStream();
+  const writer = new StreamWriter(stream, false);
+  writer.write("info", "one");
+  deepEqual(stream.writes, ["one\n"], "the first line is written without waiting");
+  writer.write("error", "two\nlines");
+  writer.write("info", "three");
+  equal(stream.writes.length, 1, "one write at a time");
+  stream.complete();
+  await settle();
+  deepEqual(stream.writes, ["one\n", "two lines\nthree\n"]);
+  stream.complete();
+  await writer.flush();
+  equal(stream.waiting, 0);
+});
+
+Deno.test("StreamWriter: the journal's stream gets syslog prefixes", async () => {
+  const stream = new SlowStream();
+  const writer = new StreamWriter(stream, true);
+  for (const level of ["error", "warning", "info", "debug"] as const) writer.write(level, level);
+  stream.complete();
+  await settle();
+  stream.complete();
+  await writer.flush();
+  deepEqual(stream.writes, ["<3>error\n", "<4>warning\n<6>info\n<7>debug\n"]);
+});
+
+Deno.test("StreamWriter: short writes are continued", async () => {
+  const stream = new SlowStream(3);
+  const writer = new StreamWriter(stream, false);
+  writer.write("info", "abcdefg");
+  while (stream.complete()) await settle();
+  await writer.flush();
+  deepEqual(stream.writes, ["abc", "def", "g\n"]);
+});
+
+Deno.test("StreamWriter: a reader that does not keep up never blocks the caller; lines beyond the bound are dropped, counted and reported", async () => {
+  const stream = new SlowStream();
+  const writer = new StreamWriter(stream, false);
+  const line = "x".repeat(99); // 100 bytes with the newline
+  // The stream completes nothing until told: each write() returns regardless.
+  for (let i = 0; i < 10_000; i++) writer.write("info", line);
+  equal(stream.waiting, 1, "one write pending, nothing else in flight");
+  stream.complete();
+  await settle();
+  const queued = Math.floor(MAX_QUEUED_BYTES / 100);
+  equal(stream.writes[1], `${line}\n`.repeat(queued), "what fitted in the queue, in one write");
+  stream.complete();
+  await settle();
+  equal(stream.writes[2], `${10_000 - 1 - queued} log line(s) dropped: stderr did not keep up.\n`);
+  stream.complete();
+  await writer.flush();
+  equal(stream.writes.length, 3);
+});
+
+Deno.test("StreamWriter: a failing stream is given up, silently", async () => {
+  let calls = 0;
+  const writer = new StreamWriter({
+    write: () => {
+      calls++;
+      return Promise.reject(new Deno.errors.BrokenPipe("gone"));
+    },
+  }, false);
+  writer.write("error", "lost");
+  await writer.flush();
+  writer.write("error", "lost too");
+  await writer.flush();
+  equal(calls, 1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// JournalWriter
+
+Deno.test("JournalWriter: one datagram per line, in the native protocol", async () => {
+  const sent: string[] = [];
+  const writer = new JournalWriter((data) => {
+    sent.push(new TextDecoder().decode(data));
+    return Promise.resolve();
+  });
+  writer.write("error", "e");
+  writer.write("info", "i\nj");
+  await writer.flush();
+  deepEqual(sent, [journalEntry("error", "e"), journalEntry("info", "i\nj")]);
+});
+
+Deno.test("JournalWriter: no journal (or no permission) is silent; at most a bounded number in flight, the rest counted and reported", async () => {
+  const pending: Array<() => void> = [];
+  const sent: string[] = [];
+  const writer = new JournalWriter((data) => {
+    sent.push(new TextDecoder().decode(data));
+    return new Promise((_, reject) => pending.push(() => reject(new Error("no journal"))));
+  });
+  for (let i = 0; i < MAX_DATAGRAMS_IN_FLIGHT + 10; i++) writer.write("info", `line ${i}`);
+  equal(sent.length, MAX_DATAGRAMS_IN_FLIGHT);
+  for (const fail of pending.splice(0)) fail();
+  await writer.flush();
+  writer.write("info", "after");
+  deepEqual(sent.slice(-2), [
+    journalEntry("warning", "10 log line(s) dropped: the journal did not keep up."),
+    journalEntry("info", "after"),
+  ]);
+  for (const fail of pending.splice(0)) fail();
+  await writer.flush();
+});
+
+Deno.test("JournalWriter, for real: datagrams reach a socket standing in for the journal", async () => {
+  const dir = Deno.makeTempDirSync();
+  const receiver = Deno.listenDatagram({ transport: "unixpacket", path: `${dir}/journal` });
+  const { DatagramSender } = await import("../src/datagram.ts");
+  const sender = new DatagramSender("test");
+  const writer = new JournalWriter((data) => sender.send(`${dir}/journal`, data));
+  writer.write("warning", "hello journal");
+  const [data] = await receiver.receive();
+  equal(new TextDecoder().decode(data), journalEntry("warning", "hello journal"));
+  await writer.flush();
+  sender.close();
+  receiver.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+// ---------------------------------------------------------------------------------------------
+// log(), setLogLevel(), setLogWriter(), writerFor()
+
+/** Collects what log() passes on, at `level`; restores the defaults afterwards. */
+function captured(level: Level, fn: () => void): string[] {
   const lines: string[] = [];
-  const stderr = Deno.stderr as { writeSync(p: Uint8Array): number };
-  const hadOwn = Object.hasOwn(stderr, "writeSync");
-  const original = stderr.writeSync;
-  stderr.writeSync = (p: Uint8Array) => {
-    lines.push(new TextDecoder().decode(p));
-    return p.length;
+  const writer: LogWriter = {
+    write: (l, message) => lines.push(`${l}:${message}`),
+    flush: () => Promise.resolve(),
   };
+  setLogWriter(writer);
+  setLogLevel(level);
   try {
     fn();
   } finally {
-    if (hadOwn) stderr.writeSync = original;
-    else delete (stderr as Partial<typeof stderr>).writeSync;
-    configureLog("info", false);
+    setLogWriter(writerFor("stderr"));
+    setLogLevel("info");
   }
   return lines;
 }
 
-Deno.test("log: one write per message, newlines flattened (default: info, no prefix)", () => {
-  const lines = captureStderr(() => {
-    log("debug", "not shown");
-    log("error", "plain");
-    log("info", "two\nlines\n");
-  });
-  deepEqual(lines, ["plain\n", "two lines \n"]);
-});
-
-Deno.test("configureLog: every threshold", () => {
+Deno.test("log: every threshold", () => {
   const all: Level[] = ["error", "warning", "info", "debug"];
-  const expected: Record<Level, string[]> = {
-    error: ["error\n"],
-    warning: ["error\n", "warning\n"],
-    info: ["error\n", "warning\n", "info\n"],
-    debug: ["error\n", "warning\n", "info\n", "debug\n"],
-  };
-  for (const level of all) {
-    const lines = captureStderr(() => {
-      configureLog(level, false);
+  for (const [i, level] of all.entries()) {
+    const lines = captured(level, () => {
       for (const l of all) log(l, l);
     });
-    deepEqual(lines, expected[level], level);
+    deepEqual(lines, all.slice(0, i + 1).map((l) => `${l}:${l}`), level);
   }
 });
 
-Deno.test("configureLog: journal lines carry the syslog priority", () => {
-  const lines = captureStderr(() => {
-    configureLog("debug", true);
-    log("error", "e");
-    log("warning", "w\nx");
-    log("info", "i");
-    log("debug", "d");
-  });
-  deepEqual(lines, ["<3>e\n", "<4>w x\n", "<6>i\n", "<7>d\n"]);
-});
-
-Deno.test("log: never throws, even when stderr fails", () => {
-  const stderr = Deno.stderr as { writeSync(p: Uint8Array): number };
-  const hadOwn = Object.hasOwn(stderr, "writeSync");
-  const original = stderr.writeSync;
-  stderr.writeSync = () => {
-    throw new Deno.errors.BrokenPipe("gone");
-  };
-  try {
-    log("error", "lost");
-  } finally {
-    if (hadOwn) stderr.writeSync = original;
-    else delete (stderr as Partial<typeof stderr>).writeSync;
-  }
+Deno.test("writerFor: a stream writer for stderr, a journal writer otherwise", () => {
+  ok(writerFor("stderr") instanceof StreamWriter);
+  equal((writerFor("stderr") as StreamWriter).prefixed, false);
+  equal((writerFor("journal-stream") as StreamWriter).prefixed, true);
+  ok(writerFor("journal-socket") instanceof JournalWriter);
 });

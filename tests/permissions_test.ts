@@ -14,8 +14,8 @@ const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
 /** What the proxy may read from its environment: sd_listen_fds(3), sd_notify(3), journal. */
 const ALLOWED_VARIABLES =
   /^(LISTEN_(PID|PIDFDID|FDS|FDNAMES)|NOTIFY_SOCKET|WATCHDOG_(USEC|PID)|JOURNAL_STREAM|SOCKET_PROXYD_DATA_PATH)$/;
-/** The only paths it may write to: the service manager's notification socket. */
-const ALLOWED_WRITES = ["/run/systemd/notify"];
+/** The only paths it may write to: the service manager's notification socket, the journal's. */
+const ALLOWED_WRITES = ["/run/systemd/notify", "/run/systemd/journal/socket"];
 
 Deno.test("the deployment permission set grants the network, the service manager's variables and its socket, nothing else", () => {
   const set = config.permissions.proxy;
@@ -48,8 +48,13 @@ Deno.test("the proxy's source never spawns, opens files, loads native code or ma
       .filter((entry) => entry.name.endsWith(".ts"))
       .map((entry) => `${ROOT}src/${entry.name}`),
   ];
+  // The one use of node:fs: fstat(2) of an open descriptor (stdin, stderr), which needs no
+  // permission and opens nothing.
+  const fstat = 'import { fstatSync } from "node:fs";';
   for (const file of files) {
-    const source = Deno.readTextFileSync(file).replace(/^\s*(\/\/|\*).*$/gm, ""); // No comments.
+    const source = Deno.readTextFileSync(file)
+      .replace(/^\s*(\/\/|\*).*$/gm, "") // No comments.
+      .replace(file.endsWith("/src/stdio.ts") ? fstat : "\0", "");
     const found = forbidden.exec(source);
     ok(found === null, `${file} uses ${found?.[0]}`);
   }

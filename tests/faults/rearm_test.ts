@@ -6,7 +6,7 @@
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import net from "node:net";
-import { canDuplicate, duplicate, rearmer } from "../../src/rearm.ts";
+import { canDuplicate, duplicate, rearmer, recoveryMissing } from "../../src/rearm.ts";
 import { tempSocketPath } from "../integration/harness.ts";
 
 function listening(server: net.Server, options: net.ListenOptions | { fd: number }): Promise<void> {
@@ -90,28 +90,49 @@ Deno.test("closing a server on a duplicate never unlinks the socket's path", asy
   await closed(owner);
 });
 
+/** A stand-in for an adopted server: its address (null for Unix) and its native handle. */
+function fakeServer(handle: unknown, address: unknown = TCP_ADDRESS): net.Server {
+  return { address: () => address, _handle: handle } as unknown as net.Server;
+}
+
+const TCP_ADDRESS = { address: "127.0.0.1", port: 80, family: "IPv4" };
+
 Deno.test("without the private handles the remedies say so instead of failing", () => {
   for (const handle of [undefined, null, {}, { listen: "no", fdForIpc: 1 }]) {
-    const server = { _handle: handle } as unknown as net.Server;
-    equal(rearmer(server), null);
-    equal(canDuplicate(server), false);
-    equal(duplicate(server), "unsupported");
+    for (const address of [TCP_ADDRESS, null]) {
+      const server = fakeServer(handle, address);
+      equal(rearmer(server), null);
+      equal(canDuplicate(server), false);
+      equal(duplicate(server), "unsupported");
+      equal(
+        recoveryMissing(server),
+        address === null ? "Unix server handle fdForIpc()" : "TCP server handle listen()",
+      );
+    }
   }
-  const throwing = {
-    _handle: {
-      listen() {
-        throw new Error("changed");
-      },
-      fdForIpc() {
-        throw new Error("changed");
-      },
+  const throwing = fakeServer({
+    listen() {
+      throw new Error("changed");
     },
-  } as unknown as net.Server;
+    fdForIpc() {
+      throw new Error("changed");
+    },
+  });
   equal(rearmer(throwing)?.(), false, "a throwing listen() is a failed re-arm");
   equal(duplicate(throwing), "unsupported");
-  const failing = { _handle: { listen: () => -22, fdForIpc: () => -24 } } as unknown as net.Server;
+  const failing = fakeServer({ listen: () => -22, fdForIpc: () => -24 });
   equal(rearmer(failing)?.(), false, "a non-zero status is a failed re-arm");
   equal(duplicate(failing), "failed", "dup(2) failed (e.g. EMFILE): try again later");
+});
+
+Deno.test("listen() is never called again on a Unix handle (in Deno 2.8.3 to 2.9.5 that closes the socket); fdForIpc() recovers it", () => {
+  let listens = 0;
+  const unix = fakeServer({ listen: () => (listens++, 0), fdForIpc: () => 42 }, null);
+  equal(rearmer(unix), null);
+  equal(listens, 0);
+  equal(recoveryMissing(unix), null);
+  equal(duplicate(unix), 42);
+  equal(recoveryMissing(fakeServer({ fdForIpc: () => 42 })), null, "TCP can be replaced too");
 });
 
 Deno.test("adopted listeners, TCP and Unix: serve every client, and stop cleanly", async () => {

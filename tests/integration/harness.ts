@@ -7,16 +7,37 @@ import { fileURLToPath } from "node:url";
 
 /** The project root. */
 export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
-/** The entry point under test. */
-export const MAIN: string = `${ROOT}main.ts`;
-/** `deno run` with the deployment permission set, as `deno task start` uses it. */
-export const DENO_RUN: string[] = [
-  Deno.execPath(),
-  "run",
-  "-q",
-  "-P=proxy",
-  `--config=${ROOT}deno.json`,
+
+const permissions = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).permissions.proxy;
+
+/**
+ * The deployment permission set (`proxy` in deno.json) as explicit flags, for a Deno that runs
+ * the program without our deno.json: the README's line for running from a URL. (No
+ * `--unstable-vsock`: Deno before 2.2 does not know it; only vsock targets need it.)
+ */
+export const DEPLOYMENT_FLAGS: string[] = [
+  "--no-prompt",
+  "--unstable-net",
+  "--allow-net",
+  `--allow-env=${permissions.env.join(",")}`,
+  `--allow-write=${permissions.write.join(",")}`,
 ];
+
+/**
+ * A Deno binary to run the program under test with, other than the one running the tests (the
+ * CI matrix sets it). The program is then the one-file build `dist/socket-proxyd.js`, run with
+ * {@link DEPLOYMENT_FLAGS} and no deno.json, as a user with their own Deno runs it.
+ */
+export const TEST_DENO: string | undefined = Deno.env.get("SOCKET_PROXYD_TEST_DENO");
+
+/** The entry point under test. */
+export const MAIN: string = TEST_DENO === undefined
+  ? `${ROOT}main.ts`
+  : `${ROOT}dist/socket-proxyd.js`;
+/** `deno run` with the deployment permission set, as `deno task start` uses it. */
+export const DENO_RUN: string[] = TEST_DENO === undefined
+  ? [Deno.execPath(), "run", "-q", "-P=proxy", `--config=${ROOT}deno.json`]
+  : [TEST_DENO, "run", "-q", "--no-config", ...DEPLOYMENT_FLAGS];
 
 /** Returns a TCP port that was free a moment ago. */
 export function freePort(hostname = "127.0.0.1"): number {
@@ -119,6 +140,8 @@ export interface ProxyStart {
   denoFlags?: string[];
   /** Extra `systemd-socket-activate` options, e.g. ["--datagram"]. */
   activateFlags?: string[];
+  /** A command that `exec`s its arguments, run between the activator and the proxy. */
+  wrapper?: string[];
 }
 
 /**
@@ -132,6 +155,7 @@ export async function startProxy(start: ProxyStart): Promise<Process> {
     ...Object.entries(start.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),
     ...(start.fdnames ? [`--fdname=${start.fdnames.join(":")}`] : []),
     "--",
+    ...start.wrapper ?? [],
     ...DENO_RUN,
     ...start.denoFlags ?? [],
     MAIN,
@@ -141,6 +165,17 @@ export async function startProxy(start: ProxyStart): Promise<Process> {
   for (const _ of start.listen) await process.waitForLog(/Listening on .* as \d+\./);
   return process;
 }
+
+/**
+ * A {@link ProxyStart.wrapper} that sets JOURNAL_STREAM to what stderr is, as systemd does for a
+ * service whose stderr is the journal's stream.
+ */
+export const AS_JOURNAL_STREAM: string[] = [
+  "sh",
+  "-c",
+  'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$@"',
+  "sh",
+];
 
 /** Runs the proxy directly (no sockets passed) and waits for it to exit. */
 export function runProxy(args: string[], denoFlags: string[] = []): ReturnType<Process["exit"]> {

@@ -4,6 +4,7 @@
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import {
+  AS_JOURNAL_STREAM,
   Backend,
   DENO_RUN,
   echo,
@@ -334,13 +335,13 @@ Deno.test("Accept=yes with the backend down: the instance exits 1", async () => 
   await activator.stop();
 });
 
-Deno.test("logs: syslog priority prefixes under the journal, a line per connection with -v", async () => {
+Deno.test("logs: syslog priority prefixes when stderr is the journal's stream, a line per connection with -v", async () => {
   const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), echo);
   const port = freePort();
   const proxy = await startProxy({
     listen: [`127.0.0.1:${port}`],
     args: ["-v", "-c", "1", backendTarget(backend)],
-    env: { JOURNAL_STREAM: "8:12345" },
+    wrapper: AS_JOURNAL_STREAM,
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(conn, new Uint8Array(1234));

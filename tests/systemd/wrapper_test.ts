@@ -1,7 +1,8 @@
 /**
  * The wrapper systemd/socket-proxyd and the example units: the wrapper grants exactly the
- * deno.json permission set (plus the Unix socket paths it is given), and really runs the proxy.
- * The units themselves are proven on a real systemd by tests/systemd/run.sh.
+ * deno.json permission set (plus the Unix socket paths it is given), and really runs the
+ * one-file build (`deno task bundle`, which `deno task test` runs first) under any home and
+ * without a cache. The units themselves are proven on a real systemd by tests/systemd/run.sh.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../../src/cli.ts";
@@ -31,10 +32,14 @@ Deno.test("the wrapper grants exactly the deno.json permission set", () => {
   equal((exec.match(/--allow-write/g) ?? []).length, 1, "one --allow-write: a second replaces it");
 });
 
-async function runWrapper(args: string[]) {
+async function runWrapper(args: string[], env: Record<string, string> = {}) {
   const output = await new Deno.Command("sh", {
     args: [WRAPPER, ...args],
-    env: { SOCKET_PROXYD_HOME: ROOT, SOCKET_PROXYD_DENO: Deno.execPath() },
+    env: {
+      SOCKET_PROXYD_DENO: Deno.execPath(),
+      SOCKET_PROXYD_PROGRAM: `${ROOT}dist/socket-proxyd.js`,
+      ...env,
+    },
     clearEnv: true,
     stdin: "null",
   }).output();
@@ -50,6 +55,22 @@ Deno.test("the wrapper runs the proxy", async () => {
   const { code, stdout } = await runWrapper(["--version"]);
   equal(code, 0);
   match(stdout, new RegExp(`^socket-proxyd ${config.version.replaceAll(".", "\\.")} `));
+});
+
+Deno.test("the wrapper runs under a user without a home, and Deno writes no cache", async () => {
+  // As systemd starts a service with User= a system user whose home is /nonexistent.
+  const home = Deno.makeTempDirSync({ prefix: "socket-proxyd-home-" });
+  try {
+    for (const env of [{ HOME: "/nonexistent" }, { HOME: home }, {}] as Record<string, string>[]) {
+      const { code, stdout, stderr } = await runWrapper(["--version"], env);
+      equal(code, 0, stderr);
+      match(stdout, /^socket-proxyd /);
+      equal(stderr, "");
+    }
+    equal([...Deno.readDirSync(home)].length, 0, "nothing written to the home directory");
+  } finally {
+    Deno.removeSync(home, { recursive: true });
+  }
 });
 
 Deno.test("the wrapper grants a Unix socket target to Deno, and only that", async () => {
@@ -68,7 +89,7 @@ Deno.test("the wrapper grants a Unix socket target to Deno, and only that", asyn
         "-q",
         "-P=proxy",
         `--config=${ROOT}deno.json`,
-        `${ROOT}main.ts`,
+        `${ROOT}dist/socket-proxyd.js`,
         `--listen=${listen}`,
         target,
       ],
@@ -82,21 +103,38 @@ Deno.test("the wrapper grants a Unix socket target to Deno, and only that", asyn
   }
 });
 
+Deno.test("the wrapper grants the paths of --listen=/PATH and --target=NAME=/PATH too", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-wrapper-" });
+  try {
+    const served = await runWrapper([
+      `--listen=${dir}/front.sock`,
+      "--exit-idle-time=100ms",
+      "--target",
+      `name=${dir}/named.sock`,
+      `--target=other=${dir}/other.sock`,
+      `${dir}/default.sock`,
+    ]);
+    equal(served.code, 0, served.stderr);
+    ok(served.stderr.includes(`${dir}/front.sock to ${dir}/default.sock`), served.stderr);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("the wrapper refuses a path that Deno's flags cannot express", async () => {
   const { code, stderr } = await runWrapper(["--listen=@x", "/run/a,b.sock"]);
   equal(code, 1);
   match(stderr, /comma/);
 });
 
-Deno.test("the example services run the wrapper's install path, Type=notify, with a cache", () => {
+Deno.test("the example services run the wrapper's install path, Type=notify, with no cache", () => {
   for (const scenario of SCENARIOS) {
     const unit = Deno.readTextFileSync(new URL(`systemd/${scenario}/proxy-to-nginx.service`, root));
     const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? "";
     ok(execStart.startsWith("/usr/local/bin/socket-proxyd "), scenario);
     for (const option of execStart.matchAll(/--[a-z-]+/g)) ok(HELP.includes(option[0]), option[0]);
     match(unit, /^Type=notify$/m);
-    match(unit, /^CacheDirectory=socket-proxyd$/m);
-    match(unit, /^Environment=DENO_DIR=%C\/socket-proxyd\b/m);
+    ok(!/^(CacheDirectory|Environment)=/m.test(unit), "the wrapper needs neither");
     match(unit, /^# Not MemoryDenyWriteExecute=yes: V8/m);
   }
 });

@@ -1,0 +1,9 @@
+/**
+ * The program's version: a constant rather than an import of deno.json, so that the program runs
+ * from a URL or as one bundled file without its configuration. `tests/readme_test.ts` keeps it
+ * equal to deno.json's "version".
+ * @module
+ */
+
+/** The package version. */
+export const VERSION = "0.1.0";

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The Deno version matrix: the one-file build (dist/socket-proxyd.js, `deno task bundle`) run by
+# other Deno releases than the one the tests run on, as a user with their own Deno runs it.
+#
+# usage: tests/matrix/run.sh VERSION...        e.g. tests/matrix/run.sh 2.8.0 2.8.3 2.9.6
+#
+# For each VERSION (Deno from npm; npx keeps it in ~/.npm/_npx, so later runs download nothing):
+#   - below the floor (DENO_FLOOR in src/runtime.ts): the program must refuse, exit 1, with the
+#     message that names the floor and VERSION, before it serves anything;
+#   - at or above it: the integration tests of forwarding and half-close (fast and portable
+#     paths), adoption and activation edges, inetd style, running from a URL, the runtime checks
+#     (private APIs missing, a Deno that adopts without serving) and recovery from running out
+#     of file descriptors, with the program run by VERSION (SOCKET_PROXYD_TEST_DENO).
+# Prints one summary line per version and exits non-zero if any failed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
+
+[ "$#" -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+tests=(
+  tests/integration/forwarding_test.ts
+  tests/integration/startup_test.ts
+  tests/integration/inetd_test.ts
+  tests/integration/url_test.ts
+  tests/integration/runtime_test.ts
+  tests/faults/fds_test.ts
+)
+floor=$(sed -n 's/^export const DENO_FLOOR = "\(.*\)";$/\1/p' src/runtime.ts)
+[ -n "$floor" ] || { echo "no DENO_FLOOR in src/runtime.ts" >&2; exit 2; }
+below() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$1" ]; }
+
+deno task bundle
+flags=$(deno eval '
+  const p = JSON.parse(Deno.readTextFileSync("deno.json")).permissions.proxy;
+  console.log(`--no-prompt --unstable-net --allow-net --allow-env=${p.env} --allow-write=${p.write}`);
+')
+
+summary=()
+failed=0
+for version in "$@"; do
+  echo "== Deno $version"
+  bin=$(npx -y "deno@$version" eval 'console.log(Deno.execPath())')
+  if below "$version" "$floor"; then
+    status=0
+    # shellcheck disable=SC2086 # $flags is a list of flags.
+    out=$("$bin" run -q --no-config $flags dist/socket-proxyd.js 127.0.0.1:1 2>&1 </dev/null) ||
+      status=$?
+    echo "$out"
+    expected="This is Deno $version; socket-proxyd needs Deno $floor or later"
+    if [ "$status" = 1 ] && grep -qF "$expected" <<<"$out" && ! grep -q Forwarding <<<"$out"; then
+      summary+=("Deno $version: refused as below the floor $floor (exit 1, with the message)")
+    else
+      summary+=("Deno $version: FAILED: not refused as expected (exit $status)")
+      failed=1
+    fi
+    continue
+  fi
+  log=$(mktemp)
+  status=0
+  SOCKET_PROXYD_TEST_DENO=$bin deno test -A "${tests[@]}" 2>&1 | tee "$log" || status=$?
+  result=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log" | tail -n 1 || true)
+  rm -f "$log"
+  if [ "$status" = 0 ]; then
+    summary+=("Deno $version: $result")
+  else
+    summary+=("Deno $version: FAILED: ${result:-the tests did not finish}")
+    failed=1
+  fi
+done
+echo "== matrix summary"
+printf '%s\n' "${summary[@]}"
+exit "$failed"

@@ -9,7 +9,15 @@ import { adopt, AdoptionError, type Listener, selfTest } from "./adopt.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
 import { listenOn } from "./listen.ts";
-import { flushLog, log, logDestination, setLogLevel, setLogWriter, writerFor } from "./log.ts";
+import {
+  DeferredWriter,
+  flushLog,
+  log,
+  logDestination,
+  setLogLevel,
+  setLogWriter,
+  writerFor,
+} from "./log.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { makePlan, type Plan, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
@@ -35,6 +43,14 @@ const STATUS_INTERVAL_MS = 250;
 /** At exit, how long to wait for log lines to be written (stderr may not be read at all). */
 const LOG_FLUSH_TIMEOUT_MS = 1000;
 
+/** After start-up, how long to leave the first client to itself before deciding where logs go. */
+const LOG_DECISION_DELAY_MS = 200;
+
+/** Where log lines go, by what stderr is (see `log.ts`): found out when first needed. */
+const logWriter = new DeferredWriter(async () =>
+  writerFor(logDestination(await identify(2), env("JOURNAL_STREAM")))
+);
+
 /** Reads an environment variable; one Deno's permissions hide counts as unset. */
 function env(name: string): string | undefined {
   try {
@@ -50,8 +66,9 @@ function env(name: string): string | undefined {
  * @returns the exit status, once serving has ended (or failed to start).
  */
 export async function run(args: readonly string[]): Promise<number> {
-  // First of all: where log lines may go. Under Accept=yes, stderr may be the client.
-  setLogWriter(writerFor(logDestination(identify(2), env("JOURNAL_STREAM"))));
+  // Where log lines may go (under Accept=yes, stderr may be the client) is decided once the
+  // first client is served, or at the latest when they must be written out.
+  setLogWriter(logWriter);
   try {
     return await runCommand(args);
   } finally {
@@ -124,7 +141,7 @@ async function serve(options: Options): Promise<number> {
   try {
     const tooOld = floorProblem(Deno.version.deno);
     if (tooOld !== null) throw new StartError(tooOld);
-    const plan = planFromEnvironment(options);
+    const plan = await planFromEnvironment(options);
     const service = new Service(options, plan, end);
     await service.open();
     return await service.stop(await service.serve());
@@ -140,10 +157,15 @@ async function serve(options: Options): Promise<number> {
  * Deno's permissions let us reach every target, so we fail at start, not later.
  * @throws {StartError}
  */
-function planFromEnvironment(options: Options): Plan {
+async function planFromEnvironment(options: Options): Promise<Plan> {
   let plan: Plan;
   try {
-    plan = makePlan(options, takeListenEnv(), identify(0)?.socket ?? false);
+    const passed = takeListenEnv();
+    // Only when nothing else is to be served does it matter whether stdin is a connection.
+    const stdin = passed.length === 0 && options.listen.length === 0
+      ? (await identify(0))?.socket ?? false
+      : false;
+    plan = makePlan(options, passed, stdin);
   } catch (e) {
     if (!(e instanceof ActivationError)) throw e;
     throw new StartError(`Invalid socket activation environment: ${e.message}`);
@@ -301,6 +323,7 @@ class Service {
     }
     if (!this.#onlyConnections) this.#proxy.start();
     this.#notifier.send(`READY=1\nSTATUS=${this.#status()}`);
+    Deno.unrefTimer(setTimeout(() => logWriter.settle(), LOG_DECISION_DELAY_MS));
     const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
     const watchdog = watchdogMs === null || !this.#notifier.enabled
       ? undefined

@@ -10,7 +10,8 @@
  *
  * Writing never blocks the proxy: lines are queued and written asynchronously, and when the
  * reader falls behind by more than {@link MAX_QUEUED_BYTES} further lines are dropped and
- * counted, then reported once writing catches up.
+ * counted, then reported once writing catches up. Until the destination is known (it takes an
+ * fstat(2), see {@link DeferredWriter}), lines are held.
  * @module
  */
 import { DatagramSender } from "./datagram.ts";
@@ -179,6 +180,45 @@ export class JournalWriter implements LogWriter {
 
   async flush(): Promise<void> {
     await Promise.all(this.#inFlight);
+  }
+}
+
+/** Lines held until the destination is known, at most; further ones are dropped and counted. */
+export const MAX_HELD_LINES = 1000;
+
+/**
+ * Holds lines until {@link DeferredWriter.settle} says where they go, then passes them on in
+ * order. Finding out costs start-up time (see `stdio.ts`), so it is done after the first
+ * client is served, or when something must be written out (at exit).
+ */
+export class DeferredWriter implements LogWriter {
+  #held: Array<[Level, string]> = [];
+  #dropped = 0;
+  #target: LogWriter | null = null;
+  #settling: Promise<void> | null = null;
+
+  /** @param decide finds the writer the lines go to. */
+  constructor(readonly decide: () => Promise<LogWriter>) {}
+
+  write(level: Level, message: string): void {
+    if (this.#target !== null) return this.#target.write(level, message);
+    if (this.#held.length < MAX_HELD_LINES) this.#held.push([level, message]);
+    else this.#dropped++;
+  }
+
+  /** Decides where lines go (once), and passes on what was held. */
+  settle(): Promise<void> {
+    return this.#settling ??= this.decide().then((target) => {
+      for (const [level, message] of this.#held) target.write(level, message);
+      if (this.#dropped > 0) target.write("warning", dropped(this.#dropped, "start-up"));
+      this.#held = [];
+      this.#target = target;
+    });
+  }
+
+  async flush(): Promise<void> {
+    await this.settle();
+    await this.#target!.flush();
   }
 }
 

@@ -3,6 +3,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import {
+  DeferredWriter,
   type Destination,
   type FdIdentity,
   formatLine,
@@ -13,6 +14,7 @@ import {
   logDestination,
   type LogWriter,
   MAX_DATAGRAMS_IN_FLIGHT,
+  MAX_HELD_LINES,
   MAX_QUEUED_BYTES,
   PRIORITY,
   setLogLevel,
@@ -384,4 +386,58 @@ Deno.test("writerFor: a stream writer for stderr, a journal writer otherwise", (
   equal((writerFor("stderr") as StreamWriter).prefixed, false);
   equal((writerFor("journal-stream") as StreamWriter).prefixed, true);
   ok(writerFor("journal-socket") instanceof JournalWriter);
+});
+
+// ---------------------------------------------------------------------------------------------
+// DeferredWriter
+
+/** A writer that records what it is given, and how often it was flushed. */
+function recorder(): LogWriter & { lines: string[]; flushes: number } {
+  const lines: string[] = [];
+  const writer = {
+    lines,
+    flushes: 0,
+    write: (level: Level, message: string) => lines.push(`${level}:${message}`),
+    flush: () => {
+      writer.flushes++;
+      return Promise.resolve();
+    },
+  };
+  return writer;
+}
+
+Deno.test("DeferredWriter: holds lines until settled, then passes them on in order, and later ones straight", async () => {
+  const target = recorder();
+  let decisions = 0;
+  const writer = new DeferredWriter(() => {
+    decisions++;
+    return Promise.resolve(target);
+  });
+  writer.write("info", "one");
+  writer.write("error", "two");
+  deepEqual(target.lines, [], "nothing decided yet");
+  equal(decisions, 0, "deciding waits until asked");
+  await Promise.all([writer.settle(), writer.settle()]);
+  equal(decisions, 1, "decided once");
+  deepEqual(target.lines, ["info:one", "error:two"]);
+  writer.write("debug", "three");
+  deepEqual(target.lines, ["info:one", "error:two", "debug:three"]);
+});
+
+Deno.test("DeferredWriter: flush decides if nobody has, then flushes the target", async () => {
+  const target = recorder();
+  const writer = new DeferredWriter(() => Promise.resolve(target));
+  writer.write("info", "at exit");
+  await writer.flush();
+  deepEqual(target.lines, ["info:at exit"]);
+  equal(target.flushes, 1);
+});
+
+Deno.test("DeferredWriter: holds a bounded number of lines, and counts the rest", async () => {
+  const target = recorder();
+  const writer = new DeferredWriter(() => Promise.resolve(target));
+  for (let i = 0; i < MAX_HELD_LINES + 5; i++) writer.write("info", `${i}`);
+  await writer.settle();
+  equal(target.lines.length, MAX_HELD_LINES + 1);
+  equal(target.lines.at(-1), "warning:5 log line(s) dropped: start-up did not keep up.");
 });

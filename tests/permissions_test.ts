@@ -50,7 +50,7 @@ Deno.test("the proxy's source never spawns, opens files, loads native code or ma
   ];
   // The one use of node:fs: fstat(2) of an open descriptor (stdin, stderr), which needs no
   // permission and opens nothing.
-  const fstat = 'import { fstatSync } from "node:fs";';
+  const fstat = 'const { fstatSync } = await import("node:fs");';
   for (const file of files) {
     const source = Deno.readTextFileSync(file)
       .replace(/^\s*(\/\/|\*).*$/gm, "") // No comments.

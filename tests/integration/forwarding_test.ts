@@ -57,9 +57,7 @@ for (const dataPath of DATA_PATHS) {
     await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async (proxy) => {
       const payload = pseudoRandomBytes(100_000);
       assertEquals(await roundTrip({ hostname: "127.0.0.1", port }, payload), payload);
-      assert(
-        /Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/.test(proxy.stderr),
-      );
+      await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/);
     });
     await backend.close();
   });
@@ -253,7 +251,7 @@ Deno.test("IPv6 listener", async () => {
   await withProxy({ listen: [`[::1]:${port}`], args: [target] }, async (proxy) => {
     const payload = pseudoRandomBytes(5000);
     assertEquals(await roundTrip({ hostname: "::1", port }, payload), payload);
-    assert(proxy.stderr.includes(`[::1]:${port} (fd 3`));
+    await proxy.waitForLog(new RegExp(`Forwarding \\[::1\\]:${port} \\(fd 3`));
   });
   await backend.close();
 });
@@ -297,8 +295,7 @@ Deno.test("two passed sockets are both served, with their names in the log", asy
         const payload = pseudoRandomBytes(1000, port);
         assertEquals(await roundTrip({ hostname: "127.0.0.1", port }, payload), payload);
       }
-      assert(proxy.stderr.includes(`(fd 3, "web")`), proxy.stderr);
-      assert(proxy.stderr.includes(`(fd 4, "alt")`), proxy.stderr);
+      await proxy.waitForLog(/\(fd 3, "web"\).*\(fd 4, "alt"\)/);
     },
   );
   await backend.close();

@@ -71,6 +71,7 @@ Deno.test("refusals under a flood are logged at most once a second", async () =>
       await expectClosed(refused);
       refused.close();
     }
+    await proxy.waitForLog(/Hit connection limit/);
     const lines = proxy.stderr.split("\n").filter((l) => l.includes("Hit connection limit"));
     ok(lines.length >= 1 && lines.length <= 3, `rate-limited, got ${lines.length} lines`);
     holder.close();

@@ -261,7 +261,7 @@ Deno.test("--target=NAME=TARGET: each passed socket goes to its own target", asy
       equal(decoder.decode(await readAll(conn)), expected);
       conn.close();
     }
-    match(proxy.stderr, /\(fd 4, "admin"\) to \/.*admin\.sock/);
+    await proxy.waitForLog(/\(fd 4, "admin"\) to \/.*admin\.sock/);
   } finally {
     await proxy.stop();
     await Promise.all([web.close(), admin.close(), fallback.close()]);

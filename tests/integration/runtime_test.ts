@@ -47,6 +47,7 @@ Deno.test("private APIs missing: one start-up line naming them, then TCP and Uni
         "Unix bytes intact",
       );
     }
+    await proxy.waitForLog(/Forwarding 127\.0\.0\.1:/);
     const notices = proxy.stderr.split("\n").filter((line) => line.includes("private APIs"));
     equal(notices.length, 1, proxy.stderr);
     match(notices[0], /^This Deno \(2\.\d+\.\d+\) lacks private APIs that socket-proxyd uses/);

@@ -39,7 +39,12 @@ summary=()
 failed=0
 for version in "$@"; do
   echo "== Deno $version"
-  bin=$(npx -y "deno@$version" eval 'console.log(Deno.execPath())')
+  # (From an empty directory: an old Deno would choke on this project's deno.lock.)
+  if ! bin=$(cd "$(mktemp -d)" && npx -y "deno@$version" eval 'console.log(Deno.execPath())'); then
+    summary+=("Deno $version: FAILED: could not be installed from npm")
+    failed=1
+    continue
+  fi
   if below "$version" "$floor"; then
     status=0
     # shellcheck disable=SC2086 # $flags is a list of flags.

@@ -1,0 +1,171 @@
+# Part "package" of tests/systemd/run.sh: the package's life on a server.
+#   - installed, with the unix-path scenario and a ready-to-enable template instance
+#     (socket-proxyd@8081.socket, forwarding to port 80) serving;
+#   - upgraded in place to the next version (the package with its version raised) while four
+#     clients keep connecting through both sockets: no request fails, no
+#     connection is refused; the running proxies are left as they are, on the old files, until
+#     their next start, which runs the new ones;
+#   - removed, then purged: no file of the package is left, no user was ever created, its units
+#     are gone; the operator's own units (copied from the examples) stay, theirs to remove.
+
+# The next version of $DEB: the same package with its version one patch higher, in its control
+# file and in the program (so that --version tells them apart). Same files, same maintainer
+# scripts: what an upgrade to the next release runs. (Repacked rather than rebuilt: compressing
+# Deno again would cost minutes.)
+build_next_package() {
+  local version next tree program
+  version=$(dpkg-deb -f "$DEB" Version)
+  next=${version%.*}.$((${version##*.} + 1))
+  tree=$(mktemp -d /var/tmp/socket-proxyd-next.XXXXXX)
+  scratch+=("$tree")
+  dpkg-deb -R "$DEB" "$tree/pkg"
+  sed -i "s/^Version: $version\$/Version: $next/" "$tree/pkg/DEBIAN/control"
+  program=usr/lib/socket-proxyd/socket-proxyd.js
+  [ "$(grep -c "^var VERSION = \"$version\";\$" "$tree/pkg/$program")" = 1 ] ||
+    die "no VERSION line in the packaged program"
+  sed -i "s/^var VERSION = \"$version\";\$/var VERSION = \"$next\";/" "$tree/pkg/$program"
+  (cd "$tree/pkg" && sed -i "s|^[0-9a-f]*  $program\$|$(md5sum "$program")|" DEBIAN/md5sums)
+  DEB_NEXT=$tree/socket-proxyd_${next}_amd64.deb
+  dpkg-deb --root-owner-group -Zgzip -z1 -b "$tree/pkg" "$DEB_NEXT" >/dev/null ||
+    die "could not pack the next version"
+}
+
+# loops SECONDS N URL...: N clients per URL, each requesting it again and again for SECONDS;
+# every answer lands in $work/loop.* as "ok" or "failed: ...".
+loops() {
+  local seconds=$1 n=$2 url i
+  shift 2
+  rm -f "$work"/loop.*
+  for url in "$@"; do
+    for i in $(seq "$n"); do
+      ct timeout $((seconds + 30)) sh -c '
+        end=$(($(date +%s) + $1))
+        while [ "$(date +%s)" -lt "$end" ]; do
+          if out=$(curl -sS --fail -m 15 "$2" 2>&1) && [ "$out" = "$3" ]; then echo ok
+          else echo "failed: $out"; fi
+        done' sh "$seconds" "$url" "$token" >"$work/loop.$RANDOM$i" 2>&1 &
+      background+=($!)
+    done
+  done
+}
+
+# loops_done: waits for the loops; prints how many requests were answered; fails on any failure.
+loops_done() {
+  local pid good bad
+  for pid in "${background[@]}"; do wait "$pid" || true; done
+  background=()
+  good=$(cat "$work"/loop.* | grep -c '^ok$' || true)
+  bad=$(cat "$work"/loop.* | grep -vc '^ok$' || true)
+  [ "$bad" = 0 ] || die "$bad of $((good + bad)) requests failed:" \
+    "$(grep -hv '^ok$' "$work"/loop.* | sort | uniq -c)"
+  echo "$good"
+}
+
+# left_behind PATHS...: those of PATHS that exist, leaving out directories that a package
+# still installed owns too (/usr/bin, /usr/share/man/man8, ...) or that are symlinks; sorted.
+left_behind() {
+  ct sh -c 'for p in "$@"; do
+      [ "$p" != /. ] || continue
+      [ -e "$p" ] || [ -L "$p" ] || continue
+      # A symlinked directory is the system'"'"'s layout (merged /usr: /lib -> usr/lib).
+      if [ -d "$p" ] && { [ -L "$p" ] || dpkg-query -S "$p" >/dev/null 2>&1; }; then continue; fi
+      echo "$p"
+    done | sort' sh "$@"
+}
+
+check_upgrade() {
+  local pid template before after served exe version
+  pid=$(prop MainPID proxy-to-nginx.service)
+  template=$(prop MainPID socket-proxyd@8081.service)
+  [ "$pid" != 0 ] && [ "$template" != 0 ] || die "the proxies are not running before the upgrade"
+  version=$(ct socket-proxyd --version)
+  loops 12 2 http://localhost:80/e2e.txt http://localhost:8081/e2e.txt
+  sleep 2
+  install_package "$DEB_NEXT"
+  served=$(loops_done)
+  [ "$served" -ge 20 ] || die "only $served requests were answered during the upgrade"
+  for unit in proxy-to-nginx.socket socket-proxyd@8081.socket; do
+    [ "$(prop NRefused "$unit")" = 0 ] || die "$unit refused connections during the upgrade"
+  done
+  [ "$(ct dpkg-query -W -f '${Version}' socket-proxyd)" = "$(dpkg-deb -f "$DEB_NEXT" Version)" ] ||
+    die "the package was not upgraded"
+  [ "$(prop MainPID proxy-to-nginx.service)" = "$pid" ] &&
+    [ "$(prop MainPID socket-proxyd@8081.service)" = "$template" ] ||
+    die "the upgrade restarted a running proxy"
+  for p in "$pid" "$template"; do
+    exe=$(ct readlink "/proc/$p/exe")
+    [ "$exe" = "/usr/lib/socket-proxyd/deno (deleted)" ] ||
+      die "proxy $p does not run the replaced files: $exe"
+  done
+  ok "upgraded $DEB_VERSION -> $(dpkg-deb -f "$DEB_NEXT" Version) while 4 clients kept" \
+    "connecting through both sockets: $served requests, none failed or refused; both running" \
+    "proxies kept going, untouched, on the old files (pids $pid, $template)"
+
+  after=$(ct socket-proxyd --version)
+  [ "$after" != "$version" ] || die "socket-proxyd --version still says $after"
+  ct timeout 60 systemctl restart proxy-to-nginx.service socket-proxyd@8081.service
+  [ "$(fetch e2e.txt)" = "$token" ] || die "no answer after the restart"
+  before=$pid
+  pid=$(prop MainPID proxy-to-nginx.service)
+  [ "$pid" != "$before" ] && [ "$(ct readlink "/proc/$pid/exe")" = /usr/lib/socket-proxyd/deno ] ||
+    die "the restarted proxy does not run the new files"
+  ok "the next start runs the new version (\"$version\" -> \"$after\")"
+}
+
+check_remove_purge() {
+  local files users_before=$1 units_before=$2 left state
+  mapfile -t files < <(ct dpkg-query -L socket-proxyd)
+  [ "${#files[@]}" -gt 10 ] || die "dpkg-query -L lists only ${#files[@]} paths"
+  # The operator's units are the operator's: stop them first, as a removal should.
+  ct systemctl disable --now proxy-to-nginx.socket proxy-to-nginx.service >/dev/null 2>&1
+  ct timeout 120 env DEBIAN_FRONTEND=noninteractive apt-get remove -y socket-proxyd \
+    >"$work/remove.log" 2>&1 || die "apt-get remove failed: $(cat "$work/remove.log")"
+  [ "$(prop ActiveState socket-proxyd@8081.socket)" != active ] ||
+    die "the template instance still listens after the removal"
+  # (The conffile's directory counts as the package's until the purge.)
+  left=$(left_behind "${files[@]}" | grep -vx /etc/socket-proxyd || true)
+  [ "$left" = /etc/socket-proxyd/README ] || die "apt-get remove left behind: $left"
+  ok "apt-get remove: the program, the runtime, the units and the docs are gone (only the" \
+    "conffile /etc/socket-proxyd/README stays until purge); the running instance was stopped"
+  # The operator's own configuration is the operator's to remove.
+  ct rm /etc/socket-proxyd/8081.conf
+
+  ct timeout 120 env DEBIAN_FRONTEND=noninteractive apt-get purge -y socket-proxyd \
+    >"$work/purge.log" 2>&1 || die "apt-get purge failed: $(cat "$work/purge.log")"
+  left=$(left_behind "${files[@]}" /var/cache/socket-proxyd /var/cache/private/socket-proxyd)
+  [ -z "$left" ] || die "apt-get purge left behind: $left"
+  [ -z "$(ct find /etc/systemd/system -name 'socket-proxyd@*')" ] ||
+    die "purge left enablement links: $(ct find /etc/systemd/system -name 'socket-proxyd@*')"
+  state=$(ct dpkg-query -W -f '${db:Status-Status}' socket-proxyd 2>/dev/null || true)
+  [ -z "$state" ] || [ "$state" = not-installed ] || die "dpkg still has the package: $state"
+  [ "$(ct getent passwd | cut -d: -f1 | sort)" = "$users_before" ] ||
+    die "the users changed: $(diff <(echo "$users_before") <(ct getent passwd | cut -d: -f1 | sort))"
+  local units_after
+  units_after=$(ct systemctl list-unit-files --no-legend --no-pager | awk '{ print $1 }' | sort)
+  [ "$(comm -13 <(echo "$units_before") <(echo "$units_after"))" = \
+    "$(printf 'proxy-to-nginx.service\nproxy-to-nginx.socket')" ] ||
+    die "units left besides the operator's: $(comm -13 <(echo "$units_before") <(echo "$units_after"))"
+  ok "apt-get purge: none of the package's ${#files[@]} paths is left, nor a cache, nor an" \
+    "enablement link; no user was created; of the units, only the operator's proxy-to-nginx.*" \
+    "(copied from the examples) remain, for the operator to remove"
+}
+
+part_package() {
+  local users_before units_before
+  build_next_package
+  boot package
+  users_before=$(ct getent passwd | cut -d: -f1 | sort)
+  units_before=$(ct systemctl list-unit-files --no-legend --no-pager | awk '{ print $1 }' | sort)
+  install_package "$DEB"
+  install_scenario unix-path
+  # A ready-to-enable template instance, as README.Debian says: port 8081 to port 80.
+  ct sh -euc 'printf "TARGET=127.0.0.1:80\nOPTIONS=--exit-idle-time=5min\n" >/etc/socket-proxyd/8081.conf
+    systemctl enable --now socket-proxyd@8081.socket' >/dev/null 2>&1 ||
+    die "could not enable socket-proxyd@8081.socket"
+  [ "$(ct curl -sS --fail -m 15 http://localhost:8081/e2e.txt)" = "$token" ] ||
+    die "no answer through socket-proxyd@8081.socket"
+  ok "socket-proxyd@8081.socket, enabled with a one-line /etc/socket-proxyd/8081.conf, forwards"
+  check_upgrade
+  check_remove_purge "$users_before" "$units_before"
+  stop_container
+}

@@ -4,7 +4,11 @@
  * @module
  */
 
-/** Sends datagrams to Unix socket paths; the socket is opened at the first send. */
+/**
+ * Sends datagrams to Unix socket paths; the socket is opened at the first. One send at a time:
+ * Deno refuses a second on a socket while one is under way ("Busy: Socket already in use"), so
+ * callers wait for each before the next.
+ */
 export class DatagramSender {
   #socket: Deno.DatagramConn | null = null;
 
@@ -13,14 +17,32 @@ export class DatagramSender {
 
   /**
    * Sends `data` as one datagram to `path` ("\0name" for an abstract socket).
+   *
+   * A receiver whose queue is full (net.unix.max_dgram_qlen) makes Deno 2.9 wait for it in a
+   * busy loop, a whole core's worth: past `timeoutMs` the socket is closed, which ends the wait,
+   * and the send fails with TimedOut.
    * @throws what opening or sending throws (a missing socket, Deno's permissions, ...).
    */
-  async send(path: string, data: Uint8Array): Promise<void> {
-    this.#socket ??= Deno.listenDatagram({
+  async send(path: string, data: Uint8Array, timeoutMs = Infinity): Promise<void> {
+    const socket = this.#socket ??= Deno.listenDatagram({
       transport: "unixpacket",
       path: `\0socket-proxyd-${this.label}-${Deno.pid}-${crypto.randomUUID()}`,
     });
-    await this.#socket.send(data as Uint8Array<ArrayBuffer>, { transport: "unixpacket", path });
+    const sending = socket.send(data as Uint8Array<ArrayBuffer>, { transport: "unixpacket", path });
+    if (!Number.isFinite(timeoutMs)) return void await sending;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        sending.catch(() => {}); // It fails now that its socket is closed.
+        this.close();
+        reject(new Deno.errors.TimedOut(`nothing taken from us for ${timeoutMs} ms`));
+      }, timeoutMs);
+    });
+    try {
+      await Promise.race([sending, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Closes the socket; a later send opens a new one. */

@@ -28,8 +28,14 @@ export const JOURNAL_SOCKET = "/run/systemd/journal/socket";
 /** Lines waiting for a slow reader, at most; further ones are dropped and counted. */
 export const MAX_QUEUED_BYTES = 64 * 1024;
 
-/** Datagrams on their way to the journal, at most; further ones are dropped and counted. */
-export const MAX_DATAGRAMS_IN_FLIGHT = 64;
+/** Datagrams waiting for the journal, at most; further ones are dropped and counted. */
+export const MAX_DATAGRAMS_QUEUED = 64;
+
+/** How long the journal may take to accept one datagram before it is left alone for a while. */
+export const JOURNAL_SEND_TIMEOUT_MS = 50;
+
+/** How long the journal is left alone after it did not take a datagram. */
+export const JOURNAL_PAUSE_MS = 1000;
 
 /** The identifier the journal shows for our lines (SYSLOG_IDENTIFIER=). */
 export const IDENTIFIER = "socket-proxyd";
@@ -154,32 +160,57 @@ export class StreamWriter implements LogWriter {
   }
 }
 
-/** Sends lines to the journal by its native protocol, as datagrams; drops what it cannot send. */
+/**
+ * Sends lines to the journal by its native protocol, as datagrams, one at a time. A journal that
+ * does not take one within {@link JOURNAL_SEND_TIMEOUT_MS} (or is not there) is left alone for
+ * {@link JOURNAL_PAUSE_MS}: the lines queued and written meanwhile are counted, and the count is
+ * sent first when lines go out again.
+ */
 export class JournalWriter implements LogWriter {
-  #inFlight = new Set<Promise<void>>();
+  #queue: Uint8Array[] = [];
   #dropped = 0;
+  #pausedUntil = -Infinity;
+  #sending: Promise<void> | null = null;
 
-  /** @param send sends one datagram to the journal: `DatagramSender.send`, or a stand-in. */
-  constructor(readonly send: (data: Uint8Array) => Promise<void>) {}
+  /**
+   * @param send sends one datagram to the journal: `DatagramSender.send`, or a stand-in.
+   * @param now the clock, in milliseconds (tests pass their own).
+   */
+  constructor(
+    readonly send: (data: Uint8Array) => Promise<void>,
+    readonly now: () => number = () => performance.now(),
+  ) {}
 
   write(level: Level, message: string): void {
-    if (this.#inFlight.size >= MAX_DATAGRAMS_IN_FLIGHT) {
+    if (this.#queue.length >= MAX_DATAGRAMS_QUEUED || this.now() < this.#pausedUntil) {
       this.#dropped++;
       return;
     }
     if (this.#dropped > 0) {
-      const count = this.#dropped;
+      this.#queue.push(
+        encoder.encode(journalEntry("warning", dropped(this.#dropped, "the journal"))),
+      );
       this.#dropped = 0;
-      this.write("warning", dropped(count, "the journal"));
     }
-    const sending = this.send(encoder.encode(journalEntry(level, message)))
-      .catch(() => {}) // No journal, or not allowed to reach it: nowhere to report to.
-      .finally(() => this.#inFlight.delete(sending));
-    this.#inFlight.add(sending);
+    this.#queue.push(encoder.encode(journalEntry(level, message)));
+    this.#sending ??= this.#drain();
   }
 
-  async flush(): Promise<void> {
-    await Promise.all(this.#inFlight);
+  flush(): Promise<void> {
+    return this.#sending ?? Promise.resolve();
+  }
+
+  async #drain(): Promise<void> {
+    for (let data = this.#queue.shift(); data !== undefined; data = this.#queue.shift()) {
+      try {
+        await this.send(data);
+      } catch {
+        this.#dropped += 1 + this.#queue.length;
+        this.#queue = [];
+        this.#pausedUntil = this.now() + JOURNAL_PAUSE_MS;
+      }
+    }
+    this.#sending = null;
   }
 }
 
@@ -228,7 +259,7 @@ export function writerFor(destination: Destination): LogWriter {
     return new StreamWriter(Deno.stderr, destination === "journal-stream");
   }
   const sender = new DatagramSender("journal");
-  return new JournalWriter((data) => sender.send(JOURNAL_SOCKET, data));
+  return new JournalWriter((data) => sender.send(JOURNAL_SOCKET, data, JOURNAL_SEND_TIMEOUT_MS));
 }
 
 let threshold: number = PRIORITY.info;

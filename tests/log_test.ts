@@ -7,13 +7,15 @@ import {
   type Destination,
   type FdIdentity,
   formatLine,
+  JOURNAL_PAUSE_MS,
+  JOURNAL_SEND_TIMEOUT_MS,
   journalEntry,
   JournalWriter,
   type Level,
   log,
   logDestination,
   type LogWriter,
-  MAX_DATAGRAMS_IN_FLIGHT,
+  MAX_DATAGRAMS_QUEUED,
   MAX_HELD_LINES,
   MAX_QUEUED_BYTES,
   PRIORITY,
@@ -303,51 +305,122 @@ Deno.test("StreamWriter: a failing stream is given up, silently", async () => {
 // ---------------------------------------------------------------------------------------------
 // JournalWriter
 
-Deno.test("JournalWriter: one datagram per line, in the native protocol", async () => {
-  const sent: string[] = [];
-  const writer = new JournalWriter((data) => {
-    sent.push(new TextDecoder().decode(data));
-    return Promise.resolve();
-  });
+/** A journal stand-in whose sends complete (or fail) only when the test says so. */
+class SlowJournal {
+  readonly sent: string[] = [];
+  readonly #pending: Array<(ok: boolean) => void> = [];
+  send = (data: Uint8Array): Promise<void> => {
+    this.sent.push(new TextDecoder().decode(data));
+    return new Promise((resolve, reject) =>
+      this.#pending.push((ok) => ok ? resolve() : reject(new Deno.errors.TimedOut("full")))
+    );
+  };
+  /** Completes the oldest pending send; false if none is pending. */
+  complete(ok = true): boolean {
+    const next = this.#pending.shift();
+    next?.(ok);
+    return next !== undefined;
+  }
+  get waiting(): number {
+    return this.#pending.length;
+  }
+}
+
+Deno.test("JournalWriter: one datagram per line, in the native protocol, one at a time, in order", async () => {
+  const journal = new SlowJournal();
+  const writer = new JournalWriter(journal.send);
   writer.write("error", "e");
   writer.write("info", "i\nj");
+  deepEqual(journal.sent, [journalEntry("error", "e")], "the second waits for the first");
+  equal(journal.waiting, 1);
+  while (journal.complete()) await settle();
   await writer.flush();
-  deepEqual(sent, [journalEntry("error", "e"), journalEntry("info", "i\nj")]);
+  deepEqual(journal.sent, [journalEntry("error", "e"), journalEntry("info", "i\nj")]);
 });
 
-Deno.test("JournalWriter: no journal (or no permission) is silent; at most a bounded number in flight, the rest counted and reported", async () => {
-  const pending: Array<() => void> = [];
-  const sent: string[] = [];
-  const writer = new JournalWriter((data) => {
-    sent.push(new TextDecoder().decode(data));
-    return new Promise((_, reject) => pending.push(() => reject(new Error("no journal"))));
-  });
-  for (let i = 0; i < MAX_DATAGRAMS_IN_FLIGHT + 10; i++) writer.write("info", `line ${i}`);
-  equal(sent.length, MAX_DATAGRAMS_IN_FLIGHT);
-  for (const fail of pending.splice(0)) fail();
+Deno.test("JournalWriter: a bounded queue; the rest counted and sent first when there is room", async () => {
+  const journal = new SlowJournal();
+  const writer = new JournalWriter(journal.send);
+  for (let i = 0; i <= MAX_DATAGRAMS_QUEUED + 10; i++) writer.write("info", `line ${i}`);
+  // One in flight, MAX_DATAGRAMS_QUEUED queued, 10 dropped.
+  while (journal.complete()) await settle();
   await writer.flush();
+  equal(journal.sent.length, MAX_DATAGRAMS_QUEUED + 1);
   writer.write("info", "after");
-  deepEqual(sent.slice(-2), [
+  while (journal.complete()) await settle();
+  await writer.flush();
+  deepEqual(journal.sent.slice(-2), [
     journalEntry("warning", "10 log line(s) dropped: the journal did not keep up."),
     journalEntry("info", "after"),
   ]);
-  for (const fail of pending.splice(0)) fail();
-  await writer.flush();
 });
 
-Deno.test("JournalWriter, for real: datagrams reach a socket standing in for the journal", async () => {
+Deno.test("JournalWriter: a journal that does not take a line is left alone for a while; what was queued and written meanwhile is counted", async () => {
+  const journal = new SlowJournal();
+  let now = 0;
+  const writer = new JournalWriter(journal.send, () => now);
+  writer.write("info", "stuck");
+  writer.write("info", "queued 1");
+  writer.write("info", "queued 2");
+  journal.complete(false); // Timed out (or no journal there).
+  await writer.flush();
+  equal(journal.sent.length, 1, "the queued ones were not sent after the failure");
+  now += JOURNAL_PAUSE_MS - 1;
+  writer.write("info", "during the pause");
+  equal(journal.sent.length, 1, "nothing is sent during the pause");
+  now += 1;
+  writer.write("info", "after the pause");
+  while (journal.complete()) await settle();
+  await writer.flush();
+  deepEqual(journal.sent.slice(1), [
+    journalEntry("warning", "4 log line(s) dropped: the journal did not keep up."),
+    journalEntry("info", "after the pause"),
+  ]);
+});
+
+/** A datagram socket standing in for the journal's, and a writer to it. */
+async function realJournal() {
   const dir = Deno.makeTempDirSync();
-  const receiver = Deno.listenDatagram({ transport: "unixpacket", path: `${dir}/journal` });
+  const path = `${dir}/journal`;
+  const receiver = Deno.listenDatagram({ transport: "unixpacket", path });
   const { DatagramSender } = await import("../src/datagram.ts");
   const sender = new DatagramSender("test");
-  const writer = new JournalWriter((data) => sender.send(`${dir}/journal`, data));
-  writer.write("warning", "hello journal");
-  const [data] = await receiver.receive();
-  equal(new TextDecoder().decode(data), journalEntry("warning", "hello journal"));
+  const writer = new JournalWriter((data) => sender.send(path, data, JOURNAL_SEND_TIMEOUT_MS));
+  const close = () => {
+    sender.close();
+    receiver.close();
+    Deno.removeSync(dir, { recursive: true });
+  };
+  return { receiver, writer, close };
+}
+
+Deno.test("JournalWriter, for real: a burst of lines all reach the journal's socket, in order", async () => {
+  const { receiver, writer, close } = await realJournal();
+  // Written back to back, as at the end of an inetd-style connection: the start-up line, the
+  // per-connection line, ... (Deno refuses overlapping sends on one socket; they must queue.)
+  const count = 50;
+  const received: string[] = [];
+  const receiving = (async () => {
+    while (received.length < count) {
+      received.push(new TextDecoder().decode((await receiver.receive())[0]));
+    }
+  })();
+  for (let i = 0; i < count; i++) writer.write("info", `line ${i}`);
   await writer.flush();
-  sender.close();
-  receiver.close();
-  Deno.removeSync(dir, { recursive: true });
+  await receiving;
+  deepEqual(received, Array.from({ length: count }, (_, i) => journalEntry("info", `line ${i}`)));
+  close();
+});
+
+Deno.test("JournalWriter, for real: a journal that reads nothing costs a dropped count, never a hang", async () => {
+  const { writer, close } = await realJournal();
+  // The receiver's queue holds net.unix.max_dgram_qlen datagrams (10 by default); then a send
+  // waits, and is given up after JOURNAL_SEND_TIMEOUT_MS.
+  for (let i = 0; i < MAX_DATAGRAMS_QUEUED; i++) writer.write("info", `line ${i}`);
+  await writer.flush(); // Returns: the stuck send was given up.
+  writer.write("info", "during the pause");
+  await writer.flush();
+  close();
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -259,15 +259,6 @@ manages cgroups itself. Run it in a VM or container without systemd."
 
   trap cleanup EXIT
   trap 'die "interrupted"' INT TERM
-  (
-    sleep "$TIMEOUT" &
-    sleeper=$!
-    trap 'kill $sleeper 2>/dev/null; exit 0' TERM
-    wait "$sleeper"
-    echo "FAIL: the whole run took longer than ${TIMEOUT}s" >&2
-    kill -TERM $$
-  ) &
-  watchdog=$!
 
   local need=()
   command -v debootstrap >/dev/null || need+=(debootstrap)
@@ -282,6 +273,16 @@ manages cgroups itself. Run it in a VM or container without systemd."
 
   exec 9>"${CACHE%/}.lock"
   flock -w 900 9 || die "another run holds ${CACHE%/}.lock"
+  # The whole run's time counts from here, not from the wait for another run.
+  (
+    sleep "$TIMEOUT" &
+    sleeper=$!
+    trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+    wait "$sleeper"
+    echo "FAIL: the whole run took longer than ${TIMEOUT}s" >&2
+    kill -TERM $$
+  ) &
+  watchdog=$!
   build_rootfs
 }
 

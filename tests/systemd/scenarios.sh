@@ -220,19 +220,29 @@ check_drain() {
   ok "$name: a restart while a 24 MB download was in flight let it finish (graceful drain)"
 }
 
+# idle_dropin SERVICE SPAN [LINE...]: a drop-in for SERVICE, as an operator adapts a unit, whose
+# ExecStart= is the unit's with --exit-idle-time=5min made SPAN, plus LINEs; then daemon-reload.
+idle_dropin() {
+  local service=$1 span=$2 execstart short
+  shift 2
+  execstart=$(ct sed -n 's/^ExecStart=//p' "/etc/systemd/system/$service")
+  short=${execstart/--exit-idle-time=5min/--exit-idle-time=$span}
+  [ "$short" != "$execstart" ] || die "$service: ExecStart= has no --exit-idle-time=5min"
+  ct sh -euc 'file=/etc/systemd/system/$1.d/e2e.conf
+    mkdir -p "${file%/*}"
+    printf "[Service]\nExecStart=\nExecStart=%s\n" "$2" >"$file"
+    shift 2
+    for line; do printf "%s\n" "$line" >>"$file"; done
+    systemctl daemon-reload' sh "$service" "$short" "$@"
+}
+
 check_idle() {
-  local name=$1 execstart short first second started stopped out
-  execstart=$(ct sed -n 's/^ExecStart=//p' /etc/systemd/system/proxy-to-nginx.service)
-  short=${execstart/--exit-idle-time=5min/--exit-idle-time=5s}
-  [ "$short" != "$execstart" ] || die "$name: ExecStart has no --exit-idle-time=5min: $execstart"
-  # A drop-in, as an operator adapts the unit: a short idle time, and a watchdog that would
-  # kill the proxy before it went idle if WATCHDOG=1 did not arrive.
-  ct sh -euc 'mkdir -p /etc/systemd/system/proxy-to-nginx.service.d
-    printf "[Service]\nExecStart=\nExecStart=%s\nWatchdogSec=2s\n" "$1" \
-      >/etc/systemd/system/proxy-to-nginx.service.d/e2e.conf
-    systemctl daemon-reload
-    # (systemctl warns that the socket can still start it: that is the point.)
-    systemctl stop proxy-to-nginx.service 2>/dev/null' sh "$short"
+  local name=$1 first second started stopped out
+  # A short idle time, and a watchdog that would kill the proxy before it went idle if
+  # WATCHDOG=1 did not arrive.
+  idle_dropin proxy-to-nginx.service 5s WatchdogSec=2s
+  # (systemctl warns that the socket can still start it: that is the point.)
+  ct systemctl stop proxy-to-nginx.service 2>/dev/null
   service_inactive || die "$name: could not stop the service"
   [ "$(prop SubState proxy-to-nginx.socket)" = listening ] || die "$name: socket not listening"
 

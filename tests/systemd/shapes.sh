@@ -244,15 +244,9 @@ shapes_named_user() {
 }
 
 shapes_on_demand() {
-  local execstart short t0 t1 proxy backend stopped
+  local t0 t1 proxy backend stopped
   shapes_install 4
-  execstart=$(ct sed -n 's/^ExecStart=//p' /etc/systemd/system/on-demand-proxy.service)
-  short=${execstart/--exit-idle-time=5min/--exit-idle-time=3s}
-  [ "$short" != "$execstart" ] || die "shape 4: ExecStart= has no --exit-idle-time=5min"
-  ct sh -euc 'mkdir -p /etc/systemd/system/on-demand-proxy.service.d
-    printf "[Service]\nExecStart=\nExecStart=%s\n" "$1" \
-      >/etc/systemd/system/on-demand-proxy.service.d/e2e.conf
-    systemctl daemon-reload' sh "$short"
+  idle_dropin on-demand-proxy.service 3s
   [ "$(prop SubState on-demand-proxy.socket)" = listening ] &&
     shapes_inactive on-demand-proxy.service slow-backend.service &&
     [ "$(ct systemctl is-enabled slow-backend.service 2>&1)" = static ] ||

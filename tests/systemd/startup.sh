@@ -12,11 +12,12 @@
 #   ours-bare  /usr/bin/socket-proxyd, bare as ref-bare
 #   ours-man   /usr/bin/socket-proxyd in the man page's unit, only ExecStart= changed
 #   ours-ex    /usr/bin/socket-proxyd in the example units as shipped (proxy-to-nginx.*, port 80)
-#   cache-man  with a Deno cache: the packaged wrapper with a writable DENO_DIR and without
-#              --no-code-cache (a copy, /usr/local/bin/socket-proxyd-cache), in the man page's
-#              unit; "empty" removes the cache before the start, "warm" runs right after it.
-# The packaged wrapper keeps no Deno cache at all, so for it an empty and a warm cache are the
-# same state: each ours-* case is measured once per round and stands for both.
+#   cache-man  with a Deno cache: /usr/bin/socket-proxyd in the man page's unit with
+#              CacheDirectory= added (the wrapper then keeps V8's code cache there); "empty"
+#              removes the cache before the start, "warm" runs right after it.
+# Without CacheDirectory= the packaged wrapper keeps no Deno cache at all, so for it an empty
+# and a warm cache are the same state: each ours-* case is measured once per round and stands
+# for both.
 #
 # Every measurement stops the service, checks that it stopped and that the socket listens, waits
 # a moment, then connects (bash's /dev/tcp, clock $EPOCHREALTIME), sends `GET / HTTP/1.0` and
@@ -31,7 +32,7 @@
 
 STARTUP_ROUNDS=${SOCKET_PROXYD_STARTUP_ROUNDS:-5}
 STARTUP_GOAL_MS=30
-STARTUP_CACHE=/var/cache/socket-proxyd-startup
+STARTUP_CACHE=/var/cache/socket-proxyd-startup/deno
 REF=/lib/systemd/systemd-socket-proxyd
 startup_data=
 declare -gA STARTUP_CASE=()
@@ -111,7 +112,8 @@ startup_units() {
   text[ours-bare]=$(startup_bare "$scenario" "/usr/bin/socket-proxyd $target")
   text[ref-man]=$man
   text[ours-man]=$(sed "s|^ExecStart=$REF |ExecStart=/usr/bin/socket-proxyd |" <<<"$man")
-  text[cache-man]=$(sed "s|^ExecStart=$REF |ExecStart=/usr/local/bin/socket-proxyd-cache |" <<<"$man")
+  text[cache-man]=$(sed "s|^ExecStart=$REF |ExecStart=/usr/bin/socket-proxyd |" <<<"$man")
+  text[cache-man]+=$'\n[Service]\nCacheDirectory=socket-proxyd-startup\n'
   text[ref-ex]=$(sed "s|^ExecStart=/usr/bin/socket-proxyd |ExecStart=$REF |" <<<"$example")
   text[ref-ex]+=$'\n[Service]\nType=simple\nWatchdogSec=0\n'
   for id in ref-bare ref-man ref-ex ours-bare ours-man cache-man; do
@@ -125,16 +127,6 @@ startup_units() {
   grep -q '^\[Install\]' "$root/etc/systemd/system/startup-ref-ex.service" &&
     ! grep -q 'proxy-to-nginx.socket' "$root/etc/systemd/system/startup-ref-ex.service" ||
     die "startup: the reference's copy of the example unit is not what was meant"
-
-  # The packaged wrapper, with a Deno cache: a writable DENO_DIR and no --no-code-cache.
-  ct sh -euc 'sed -e "s|^export DENO_DIR=/dev/null/socket-proxyd |export DENO_DIR=$1 |" \
-      -e "/^ *#/!s| --no-code-cache||" /usr/bin/socket-proxyd >/usr/local/bin/socket-proxyd-cache
-    chmod 0755 /usr/local/bin/socket-proxyd-cache' sh "$STARTUP_CACHE"
-  local wrapper
-  wrapper=$(grep -v '^ *#' "$root/usr/local/bin/socket-proxyd-cache")
-  [ "$(grep -c "^export DENO_DIR=$STARTUP_CACHE " <<<"$wrapper")" = 1 ] &&
-    [[ $wrapper != *--no-code-cache* ]] ||
-    die "startup: could not make the wrapper with a Deno cache from /usr/bin/socket-proxyd"
 
   printf '%s\n' "$STARTUP_MEASURE" >"$root/usr/local/sbin/startup-measure"
   chmod 0755 "$root/usr/local/sbin/startup-measure"
@@ -249,8 +241,8 @@ ref-ex|systemd-socket-proxyd | example unit (Type=simple, no WatchdogSec=) | –
 ours-bare|socket-proxyd (package) | bare | none: empty = warm
 ours-man|socket-proxyd (package) | man page's unit, only ExecStart= changed | none: empty = warm
 ours-ex|socket-proxyd (package) | example unit as shipped | none: empty = warm
-cache-man empty|socket-proxyd, writable DENO_DIR | man page's unit | empty
-cache-man warm|socket-proxyd, writable DENO_DIR | man page's unit | warm
+cache-man empty|socket-proxyd | man page's unit + CacheDirectory= | empty
+cache-man warm|socket-proxyd | man page's unit + CacheDirectory= | warm
 EOF
   printf '\n### What the unit costs: in the unit − bare (ms); goal: ours − reference ≤ %s ms\n\n' \
     "$STARTUP_GOAL_MS"

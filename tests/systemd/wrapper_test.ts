@@ -73,6 +73,23 @@ Deno.test("the wrapper runs under a user without a home, and Deno writes no cach
   }
 });
 
+Deno.test("the wrapper keeps Deno's code cache in the unit's CacheDirectory= when it has one", async () => {
+  const cache = Deno.makeTempDirSync({ prefix: "socket-proxyd-cache-" });
+  try {
+    // As systemd sets it for CacheDirectory=a b: the first one serves.
+    const { code, stderr } = await runWrapper(["--version"], {
+      CACHE_DIRECTORY: `${cache}:/nonexistent/other`,
+    });
+    equal(code, 0, stderr);
+    ok(
+      [...Deno.readDirSync(`${cache}/deno`)].some((e) => e.name.startsWith("v8_code_cache")),
+      "V8's code cache is there",
+    );
+  } finally {
+    Deno.removeSync(cache, { recursive: true });
+  }
+});
+
 Deno.test("the wrapper grants a Unix socket target to Deno, and only that", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-wrapper-" });
   try {

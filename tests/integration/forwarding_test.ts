@@ -13,6 +13,7 @@ import {
   pseudoRandomBytes,
   readAll,
   readExactly,
+  roundTrip,
   sha256,
   startProxy,
   tempSocketPath,
@@ -20,20 +21,6 @@ import {
 } from "./harness.ts";
 
 const DATA_PATHS = ["fast", "portable"] as const;
-
-/** Sends `payload`, half-closes, and returns everything that came back. */
-async function roundTrip(
-  options: Deno.ConnectOptions | Deno.UnixConnectOptions,
-  payload: Uint8Array,
-) {
-  const conn = await Deno.connect(options as Deno.ConnectOptions);
-  const [, back] = await Promise.all([
-    writeAll(conn, payload).then(() => conn.closeWrite()),
-    readAll(conn),
-  ]);
-  conn.close();
-  return back;
-}
 
 async function withProxy(
   proxyStart: Parameters<typeof startProxy>[0],

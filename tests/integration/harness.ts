@@ -211,6 +211,20 @@ export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void>
   while (done < data.length) done += await conn.write(data.subarray(done));
 }
 
+/** Connects, sends `payload`, half-closes, and returns everything that came back. */
+export async function roundTrip(
+  options: Deno.ConnectOptions | Deno.UnixConnectOptions,
+  payload: Uint8Array,
+): Promise<Uint8Array> {
+  const conn = await Deno.connect(options as Deno.ConnectOptions);
+  const [, back] = await Promise.all([
+    writeAll(conn, payload).then(() => conn.closeWrite()),
+    readAll(conn),
+  ]);
+  conn.close();
+  return back;
+}
+
 /** Reads exactly `length` bytes (fails on early end of stream). */
 export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);

@@ -14,6 +14,7 @@ import {
   pseudoRandomBytes,
   readAll,
   ROOT,
+  roundTrip,
   sha256,
   startProxy,
   tempSocketPath,
@@ -38,16 +39,13 @@ function targetOf(backend: Backend): string {
 }
 
 /** Connects to a TCP port or Unix path, sends `payload`, half-closes, returns the reply. */
-async function exchange(address: string, payload: Uint8Array): Promise<Uint8Array> {
-  const conn = address.startsWith("/")
-    ? await Deno.connect({ transport: "unix", path: address })
-    : await Deno.connect({ hostname: "127.0.0.1", port: Number(address) });
-  const [, reply] = await Promise.all([
-    writeAll(conn, payload).then(() => conn.closeWrite()),
-    readAll(conn).catch(() => new Uint8Array(0)), // A reset: nothing came.
-  ]);
-  conn.close();
-  return reply;
+function exchange(address: string, payload: Uint8Array): Promise<Uint8Array> {
+  return roundTrip(
+    address.startsWith("/")
+      ? { transport: "unix", path: address }
+      : { hostname: "127.0.0.1", port: Number(address) },
+    payload,
+  ).catch(() => new Uint8Array(0)); // A reset: nothing came.
 }
 
 for (const kind of ["tcp", "unix"] as const) {

@@ -9,23 +9,13 @@ import {
   echoBackend,
   freePort,
   pseudoRandomBytes,
-  readAll,
   ROOT,
+  roundTrip,
   startProxy,
   tempSocketPath,
-  writeAll,
 } from "./harness.ts";
 
 const PRELOAD = `${ROOT}tests/integration/preload`;
-
-async function roundTrip(conn: Deno.Conn, payload: Uint8Array): Promise<Uint8Array> {
-  const [, back] = await Promise.all([
-    writeAll(conn, payload).then(() => conn.closeWrite()),
-    readAll(conn),
-  ]);
-  conn.close();
-  return back;
-}
 
 Deno.test("private APIs missing: one start-up line naming them, then TCP and Unix clients are forwarded on the portable path", async () => {
   const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
@@ -39,13 +29,9 @@ Deno.test("private APIs missing: one start-up line naming them, then TCP and Uni
   try {
     for (let round = 0; round < 2; round++) {
       const payload = pseudoRandomBytes(500_000, round + 1);
-      const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
-      equal((await roundTrip(tcp, payload)).length, payload.length);
-      const unix = await Deno.connect({ transport: "unix", path });
-      ok(
-        (await roundTrip(unix, payload)).every((b, i) => b === payload[i]),
-        "Unix bytes intact",
-      );
+      equal((await roundTrip({ hostname: "127.0.0.1", port }, payload)).length, payload.length);
+      const back = await roundTrip({ transport: "unix", path }, payload);
+      ok(back.every((b, i) => b === payload[i]), "Unix bytes intact");
     }
     await proxy.waitForLog(/Forwarding 127\.0\.0\.1:/);
     const notices = proxy.stderr.split("\n").filter((line) => line.includes("private APIs"));

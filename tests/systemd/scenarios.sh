@@ -162,20 +162,40 @@ check_lockdown() {
     "no new privileges, seccomp on, and keeps no cache"
 }
 
-check_restarts() {
-  local name=$1 i before after loops=4 seconds=7 good bad
-  for i in $(seq "$loops"); do
-    ct timeout $((seconds + 30)) sh -c '
-      end=$(($(date +%s) + '"$seconds"'))
-      while [ "$(date +%s)" -lt "$end" ]; do
-        if out=$(curl -sS --fail -m 15 http://localhost:80/e2e.txt 2>&1) && [ "$out" = "$1" ]; then
-          echo ok
-        else
-          echo "failed: $out"
-        fi
-      done' sh "$token" >"$work/load.$i" 2>&1 &
-    background+=($!)
+# loops SECONDS N URL...: N clients per URL, each requesting it again and again for SECONDS;
+# every answer lands in $work/loop.* as "ok" or "failed: ...".
+loops() {
+  local seconds=$1 n=$2 url i
+  shift 2
+  rm -f "$work"/loop.*
+  for url in "$@"; do
+    for i in $(seq "$n"); do
+      ct timeout $((seconds + 30)) sh -c '
+        end=$(($(date +%s) + $1))
+        while [ "$(date +%s)" -lt "$end" ]; do
+          if out=$(curl -sS --fail -m 15 "$2" 2>&1) && [ "$out" = "$3" ]; then echo ok
+          else echo "failed: $out"; fi
+        done' sh "$seconds" "$url" "$token" >"$work/loop.$RANDOM$i" 2>&1 &
+      background+=($!)
+    done
   done
+}
+
+# loops_done: waits for the loops; sets $served to how many requests were answered; fails on any
+# failure. (Not in a $(...): a subshell cannot wait for the loops, which are not its children.)
+loops_done() {
+  local pid bad
+  for pid in "${background[@]}"; do wait "$pid" || true; done
+  background=()
+  served=$(cat "$work"/loop.* | grep -c '^ok$' || true)
+  bad=$(cat "$work"/loop.* | grep -vc '^ok$' || true)
+  [ "$bad" = 0 ] || die "$bad of $((served + bad)) requests failed:" \
+    "$(grep -hv '^ok$' "$work"/loop.* | sort | uniq -c)"
+}
+
+check_restarts() {
+  local name=$1 i before after
+  loops 7 4 http://localhost:80/e2e.txt
   sleep 1
   for i in 1 2 3; do
     before=$(prop MainPID proxy-to-nginx.service)
@@ -188,16 +208,10 @@ check_restarts() {
       die "$name: the socket is not bound after restart $i"
     sleep 1.5
   done
-  for i in "${background[@]}"; do wait "$i" || true; done
-  background=()
-  good=$(cat "$work"/load.* | grep -c '^ok$' || true)
-  bad=$(cat "$work"/load.* | grep -vc '^ok$' || true)
-  [ "$bad" = 0 ] || die "$name: $bad of $((good + bad)) requests failed during restarts:" \
-    "$(grep -hv '^ok$' "$work"/load.* | sort | uniq -c)"
-  [ "$good" -ge 20 ] || die "$name: only $good requests got through in ${seconds}s"
+  loops_done
+  [ "$served" -ge 20 ] || die "$name: only $served requests got through in 7s"
   [ "$(prop NRefused proxy-to-nginx.socket)" = 0 ] || die "$name: the socket refused connections"
-  ok "$name: 3 restarts while $loops clients kept connecting: $good requests, none failed or" \
-    "refused"
+  ok "$name: 3 restarts while 4 clients kept connecting: $served requests, none failed or refused"
 }
 
 check_drain() {

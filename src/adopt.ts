@@ -10,6 +10,7 @@
 import net from "node:net";
 import { CONNECTION_NAME, type PassedSocket } from "./activation.ts";
 import { fastPathMissing } from "./fastpath.ts";
+import { libcFlag } from "./libc.ts";
 import { log } from "./log.ts";
 import { duplicate, rearmer, recoveryMissing } from "./rearm.ts";
 
@@ -94,7 +95,8 @@ function describe(server: net.Server): string {
 function notStream(passed: PassedSocket, why: string): AdoptionError {
   return new AdoptionError(
     `Passed in socket fd ${passed.fd} (name "${passed.name}") is not a listening or connected ` +
-      `stream socket (${why}); pass ListenStream= sockets only.`,
+      `stream socket (${why}); if it is a datagram socket (ListenDatagram=), give Deno ` +
+      `${libcFlag()} to serve it (the socket-proxyd wrapper and package do).`,
   );
 }
 

@@ -19,8 +19,10 @@ import {
   writerFor,
 } from "./log.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
-import { makePlan, type Plan, StartError } from "./plan.ts";
+import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
+import type { Relay } from "./relay.ts";
+import { sortSockets } from "./sockets.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
 import { identify } from "./stdio.ts";
 import { formatTarget, type Target } from "./target.ts";
@@ -210,6 +212,8 @@ class Service {
   readonly #dataPath: DataPath;
   readonly #notifier: Notifier;
   readonly #proxy: Proxy;
+  /** Serves the datagram sockets passed in, if any. */
+  #relay: Relay | null = null;
   /** Stop accepting, one per listener. */
   readonly #closers: Array<() => void> = [];
   /** What is forwarded where, for the start-up line. */
@@ -234,7 +238,8 @@ class Service {
       connectTimeoutMs: options.connectTimeoutUsec / 1000,
       idleTimeoutMs: options.idleTimeoutUsec / 1000,
       keepalive: options.keepalive,
-      onIdle: () => end.end("idle"),
+      // Idle means no connection and no datagram session either.
+      onIdle: () => (this.#relay?.active ?? 0) === 0 && end.end("idle"),
       onChange: () => this.#changed(),
     });
   }
@@ -244,10 +249,18 @@ class Service {
    * @throws {StartError} naming what could not be served.
    */
   async open(): Promise<void> {
-    await this.#testAdoption();
+    const sorted = await sortSockets(this.#plan.sockets, {
+      proxyProtocol: this.#options.proxyProtocol,
+      sessionsMax: this.#options.connectionsMax,
+      idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,
+      onChange: () => this.#sessionsChanged(),
+    });
+    this.#relay = sorted.relay;
+    this.#descriptions.push(...sorted.descriptions);
+    await this.#testAdoption(sorted.streams);
     const listeners: Listener[] = [];
     try {
-      await this.#adoptPassed(listeners);
+      await this.#adoptPassed(sorted.streams, listeners);
       await this.#listenOwn();
     } catch (e) {
       for (const close of this.#closers) close();
@@ -262,8 +275,8 @@ class Service {
   }
 
   /** Before listening sockets are adopted: does this Deno serve an adopted socket at all? */
-  async #testAdoption(): Promise<void> {
-    if (this.#plan.sockets.every(({ socket }) => socket.name === CONNECTION_NAME)) return;
+  async #testAdoption(streams: readonly PlannedSocket[]): Promise<void> {
+    if (streams.every(({ socket }) => socket.name === CONNECTION_NAME)) return;
     const failure = await selfTest();
     if (failure === null) return;
     throw new StartError(
@@ -273,8 +286,8 @@ class Service {
     );
   }
 
-  async #adoptPassed(listeners: Listener[]): Promise<void> {
-    for (const { socket, target } of this.#plan.sockets) {
+  async #adoptPassed(streams: readonly PlannedSocket[], listeners: Listener[]): Promise<void> {
+    for (const { socket, target } of streams) {
       const to = formatTarget(target);
       const adopted = await adopt(
         socket,
@@ -316,12 +329,13 @@ class Service {
           ? "."
           : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
     );
-    this.#onlyConnections = this.#closers.length === 0;
+    this.#onlyConnections = this.#closers.length === 0 && this.#relay === null;
     // A passed connection is already being read by node:net, so it stays on the portable path.
     for (const c of this.#connections) {
       this.#proxy.admit(socketClient(c.socket, "portable"), c.target);
     }
     if (!this.#onlyConnections) this.#proxy.start();
+    this.#relay?.start();
     this.#notifier.send(`READY=1\nSTATUS=${this.#status()}`);
     Deno.unrefTimer(setTimeout(() => logWriter.settle(), LOG_DECISION_DELAY_MS));
     const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
@@ -340,11 +354,10 @@ class Service {
    */
   async stop(why: Ending): Promise<number> {
     for (const close of this.#closers) close();
+    this.#relay?.stopReading();
     clearTimeout(this.#statusTimer);
     const proxy = this.#proxy;
-    await this.#notifier.send(
-      `STOPPING=1\nSTATUS=Stopping: ${proxy.active} active, ${proxy.served} served`,
-    );
+    await this.#notifier.send(`STOPPING=1\nSTATUS=Stopping: ${this.#counts()}`);
     let exitStatus = EXIT_SUCCESS;
     if (why === "idle") {
       log(
@@ -356,6 +369,8 @@ class Service {
     } else {
       await this.#drain(why);
     }
+    // Idle or done: no session is open, and nothing waits on the relay.
+    await this.#relay?.drain(0);
     this.#notifier.close();
     return exitStatus;
   }
@@ -368,17 +383,43 @@ class Service {
       `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open, ` +
         `waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
     );
-    const cut = await proxy.drain(timeoutUsec / 1000);
+    const relay = this.#relay;
+    const [cut, cutSessions] = await Promise.all([
+      proxy.drain(timeoutUsec / 1000),
+      relay?.drain(timeoutUsec / 1000) ?? 0,
+    ]);
     log(
       "info",
       `Stopped: ${proxy.served} connection(s) served, ` +
-        (cut > 0 ? `${cut} still open after the drain timeout closed.` : "none cut off."),
+        (cut > 0 ? `${cut} still open after the drain timeout closed` : "none cut off") +
+        (relay === null ? "." : `; ${this.#sessionCounts()}, ` +
+          (cutSessions > 0 ? `${cutSessions} cut off by the drain timeout.` : "none cut off.")),
     );
+  }
+
+  /** Connections and, with datagram sockets, sessions and datagrams, for STATUS= lines. */
+  #counts(): string {
+    const proxy = this.#proxy;
+    const streams = `${proxy.active} active, ${proxy.served} served`;
+    return this.#relay === null ? streams : `${streams}; ${this.#sessionCounts()}`;
+  }
+
+  #sessionCounts(): string {
+    const relay = this.#relay!;
+    const { sessions, forwarded, returned, dropped } = relay.counts;
+    return `${relay.active} session(s) open, ${sessions} served, datagrams ${forwarded} ` +
+      `forwarded, ${returned} returned, ${dropped} dropped`;
+  }
+
+  /** Datagram sessions came or went: when none is left, the idle span starts again. */
+  #sessionsChanged(): void {
+    if (this.#relay?.active === 0 && this.#proxy.active === 0) this.#proxy.start();
+    this.#changed();
   }
 
   #status(): string {
     const forwardsTo = this.#plan.targets.map(formatTarget).join(", ");
-    return `Forwarding to ${forwardsTo}: ${this.#proxy.active} active, ${this.#proxy.served} served`;
+    return `Forwarding to ${forwardsTo}: ${this.#counts()}`;
   }
 
   /** The number of open connections changed: maybe done; a STATUS= update soon. */

@@ -19,6 +19,13 @@ export const DEFAULT_DRAIN_TIMEOUT_USEC = 30_000_000;
  */
 export const DEFAULT_CONNECT_TIMEOUT_USEC = 5_000_000;
 
+/**
+ * The default `--idle-timeout` of a datagram session: as Linux's conntrack ends a UDP flow
+ * (nf_conntrack_udp_timeout, 30 s), longer than any DNS or NTP exchange takes, and what QUIC
+ * keeps alive with its own pings; streams have no default (they end by themselves).
+ */
+export const DEFAULT_SESSION_IDLE_TIMEOUT_USEC = 30_000_000;
+
 /** How the proxy was asked to run. */
 export interface Options {
   /** Where clients are forwarded to (the positional argument), unless `targets` names theirs. */
@@ -31,6 +38,8 @@ export interface Options {
   readonly connectTimeoutUsec: number;
   /** Close a connection without traffic for this long (`--idle-timeout`); Infinity never. */
   readonly idleTimeoutUsec: number;
+  /** End a datagram session without traffic for this long (`--idle-timeout`, else 30s). */
+  readonly sessionIdleTimeoutUsec: number;
   /** TCP keepalive on client and backend sockets (off with `--no-keepalive`). */
   readonly keepalive: boolean;
   /** The most connections open at once (`-c`, `--connections-max`). */
@@ -88,7 +97,10 @@ Forwards every client of the sockets passed in by the service manager
     formatTimespan(DEFAULT_CONNECT_TIMEOUT_USEC)
   }; 0: once)
      --idle-timeout=SPAN      Close a connection without traffic in either
-                              direction for this long (default: infinity)
+                              direction for this long (default: infinity;
+                              datagram sessions: ${
+    formatTimespan(DEFAULT_SESSION_IDLE_TIMEOUT_USEC)
+  })
      --no-keepalive           Do not turn on TCP keepalive on client and
                               backend sockets
   -v --verbose                Log every connection when it ends
@@ -226,6 +238,9 @@ export function parseCommandLine(args: readonly string[]): Command {
       proxyProtocol,
       connectTimeoutUsec,
       idleTimeoutUsec,
+      sessionIdleTimeoutUsec: values["idle-timeout"] === undefined
+        ? DEFAULT_SESSION_IDLE_TIMEOUT_USEC
+        : idleTimeoutUsec,
       keepalive: !values["no-keepalive"],
     },
   };

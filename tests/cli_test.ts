@@ -7,6 +7,7 @@ import {
   type Command,
   DEFAULT_CONNECT_TIMEOUT_USEC,
   DEFAULT_DRAIN_TIMEOUT_USEC,
+  DEFAULT_SESSION_IDLE_TIMEOUT_USEC,
   HELP,
   type Options,
   parseCommandLine,
@@ -40,6 +41,7 @@ const run = (target: string, overrides: Partial<Omit<Options, "target">> = {}): 
     proxyProtocol: null,
     connectTimeoutUsec: DEFAULT_CONNECT_TIMEOUT_USEC,
     idleTimeoutUsec: Infinity,
+    sessionIdleTimeoutUsec: overrides.idleTimeoutUsec ?? DEFAULT_SESSION_IDLE_TIMEOUT_USEC,
     keepalive: true,
     ...overrides,
   },
@@ -71,9 +73,19 @@ Deno.test("parseCommandLine: a target alone gets the defaults", () => {
       proxyProtocol: null,
       connectTimeoutUsec: 5_000_000,
       idleTimeoutUsec: Infinity,
+      sessionIdleTimeoutUsec: 30_000_000,
       keepalive: true,
     },
   });
+});
+
+Deno.test("parseCommandLine: --idle-timeout ends datagram sessions too; without it, after 30s", () => {
+  equal(DEFAULT_SESSION_IDLE_TIMEOUT_USEC, 30_000_000);
+  const options = (args: string[]) => (parseCommandLine(args) as { options: Options }).options;
+  equal(options(["h:1"]).sessionIdleTimeoutUsec, 30_000_000);
+  equal(options(["h:1"]).idleTimeoutUsec, Infinity);
+  equal(options(["--idle-timeout=5s", "h:1"]).sessionIdleTimeoutUsec, 5_000_000);
+  equal(options(["--idle-timeout=infinity", "h:1"]).sessionIdleTimeoutUsec, Infinity);
 });
 
 Deno.test("parseCommandLine: every kind of target", () => {

@@ -21,6 +21,7 @@ export const DEPLOYMENT_FLAGS: string[] = [
   "--allow-net",
   `--allow-env=${permissions.env.join(",")}`,
   `--allow-write=${permissions.write.join(",")}`,
+  `--allow-ffi=${permissions.ffi.join(",")}`,
 ];
 
 /**

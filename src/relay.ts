@@ -1,0 +1,574 @@
+/**
+ * The datagram relay: serves passed datagram sockets (`ListenDatagram=`, UDP or Unix).
+ *
+ * Each client address of each listener gets a session: a socket of its own, connected to the
+ * target, so the backend sees one stable peer per client (as nginx's UDP proxy and socat do).
+ * Every datagram from the client goes out on it as one datagram, in order; every datagram the
+ * backend sends back goes to the client from the passed socket itself, from the very address
+ * the client sent to (IP_PKTINFO on a wildcard listener), since DNS resolvers and most UDP
+ * clients drop replies from anywhere else. A session ends after `idleTimeoutMs` without traffic.
+ * Nothing is truncated: a datagram too large for the buffer is dropped and counted.
+ * @module
+ */
+import { systemResolver } from "./dial.ts";
+import { ERRNO, type Libc } from "./libc.ts";
+import { ConnectionLimit } from "./limit.ts";
+import { log, Throttle } from "./log.ts";
+import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
+import {
+  AF_INET,
+  AF_UNIX,
+  decode,
+  encodeIP,
+  encodeUnix,
+  formatSocketAddress,
+  SOCKADDR_MAX,
+} from "./sockaddr.ts";
+import { formatTarget, isIPAddress, type Target } from "./target.ts";
+
+/** The default `--idle-timeout` of a datagram session (see the man page for why). */
+export const DEFAULT_SESSION_IDLE_MS = 30_000;
+
+/** During a drain, a session whose backend has been silent this long is done. */
+export const DRAIN_QUIET_MS = 1000;
+
+/** Datagrams held for a session whose target name is still being resolved, at most. */
+export const MAX_PENDING_DATAGRAMS = 16;
+
+/** The largest datagram relayed: an IPv4 UDP payload is at most 65,507 bytes, IPv6's 65,527. */
+export const IP_DATAGRAM_MAX = 65_535;
+
+/** The largest Unix datagram relayed (the kernel's default send buffer allows about 212 KB). */
+export const UNIX_DATAGRAM_MAX = 262_144;
+
+/** Datagrams read from one listener per readiness, so that replies interleave under a flood. */
+const READS_PER_TURN = 64;
+
+const SOCK_DGRAM = 2;
+const SOCK_NONBLOCK = 0x800;
+const SOCK_CLOEXEC = 0x80000;
+const SOL_SOCKET = 1;
+const SO_TYPE = 3;
+const SO_ERROR = 4;
+const SO_DOMAIN = 39;
+const IPPROTO_IP = 0;
+const IPPROTO_IPV6 = 41;
+const IP_PKTINFO = 8;
+const IPV6_RECVPKTINFO = 49;
+const IPV6_PKTINFO = 50;
+const MSG_TRUNC = 0x20;
+const MSG_DONTWAIT = 0x40;
+
+/** What a passed file descriptor is, as far as serving it goes. */
+export type SocketKind =
+  | { readonly type: "stream" }
+  | { readonly type: "datagram"; readonly family: number }
+  | { readonly type: "other"; readonly why: string };
+
+/** Asks the kernel what kind of socket `fd` is (SO_TYPE, SO_DOMAIN). */
+export function classify(libc: Libc, fd: number): SocketKind {
+  const value = new Uint8Array(4);
+  const length = new Uint8Array(4);
+  const get = (option: number) => {
+    new DataView(length.buffer).setUint32(0, 4, true);
+    return libc.call.getsockopt(fd, SOL_SOCKET, option, value, length) < 0
+      ? null
+      : new DataView(value.buffer).getInt32(0, true);
+  };
+  const type = get(SO_TYPE);
+  if (type === null) return { type: "other", why: `not a socket (errno ${libc.errno()})` };
+  if (type === SOCK_DGRAM) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
+  return type === 1 ? { type: "stream" } : { type: "other", why: `socket type ${type}` };
+}
+
+/** Counters, for STATUS= and the stop line. */
+export interface RelayCounts {
+  /** Sessions opened since start. */
+  sessions: number;
+  /** Datagrams from clients sent on to backends. */
+  forwarded: number;
+  /** Datagrams from backends sent back to clients. */
+  returned: number;
+  /** Datagrams dropped: too large, over the session limit, backend unreachable or queue full. */
+  dropped: number;
+}
+
+/** What the relay needs to know. */
+export interface RelayOptions {
+  /** The most sessions open at once. */
+  readonly sessionsMax: number;
+  /** A session without traffic this long ends. */
+  readonly idleTimeoutMs: number;
+  /** Called whenever the number of open sessions changes. */
+  readonly onChange: () => void;
+}
+
+/**
+ * `struct msghdr` with its buffers, for `recvmsg`/`sendmsg`: the address, one iovec over the
+ * shared data buffer, and the control (ancillary) data. Built once: the addresses of its buffers
+ * are taken while libc is at hand, and never change.
+ */
+class Message {
+  readonly header = new Uint8Array(56);
+  readonly name = new Uint8Array(SOCKADDR_MAX);
+  readonly control = new Uint8Array(64);
+  readonly #iov = new Uint8Array(16);
+  readonly #view = new DataView(this.header.buffer);
+  readonly #iovView = new DataView(this.#iov.buffer);
+
+  constructor(libc: Libc, data: Uint8Array) {
+    this.#view.setBigUint64(0, libc.addressOf(this.name), true);
+    this.#view.setBigUint64(16, libc.addressOf(this.#iov), true);
+    this.#view.setBigUint64(24, 1n, true);
+    this.#view.setBigUint64(32, libc.addressOf(this.control), true);
+    this.#iovView.setBigUint64(0, libc.addressOf(data), true);
+  }
+
+  /** Sets the lengths the next call may use (of the name, the data, the control data). */
+  prepare(nameLength: number, dataLength: number, controlLength: number): void {
+    this.#view.setUint32(8, nameLength, true);
+    this.#iovView.setBigUint64(8, BigInt(dataLength), true);
+    this.#view.setBigUint64(40, BigInt(controlLength), true);
+  }
+
+  get nameLength(): number {
+    return this.#view.getUint32(8, true);
+  }
+
+  get controlLength(): number {
+    return Number(this.#view.getBigUint64(40, true));
+  }
+
+  get flags(): number {
+    return this.#view.getInt32(48, true);
+  }
+}
+
+/** A passed datagram socket being served. */
+class DatagramListener {
+  /** Whether replies must say their source address (a wildcard IP listener). */
+  readonly pktinfo: boolean;
+  token: number | null = null;
+  readonly description: string;
+
+  constructor(
+    readonly fd: number,
+    readonly family: number,
+    readonly target: Target,
+    local: string,
+    pktinfo: boolean,
+  ) {
+    this.pktinfo = pktinfo;
+    this.description = local;
+  }
+}
+
+/** One client of one listener, and its socket to the target. */
+class Session {
+  fd = -1;
+  token: number | null = null;
+  /** The backend's address, once known; and whether the socket is connected to it. */
+  address: Uint8Array | null = null;
+  connected = false;
+  /** Datagrams waiting for the target's name to resolve; null once it has. */
+  pending: Uint8Array[] | null = null;
+  lastActive: number;
+  /** Datagrams sent to the backend, and received from it. */
+  sent = 0;
+  replied = 0;
+
+  constructor(
+    readonly key: string,
+    readonly listener: DatagramListener,
+    /** The client's address, or null for a nameless Unix client (which gets no replies). */
+    readonly client: Uint8Array | null,
+    /** The control message that makes a reply leave from the address the client sent to. */
+    readonly replyControl: Uint8Array | null,
+    now: number,
+  ) {
+    this.lastActive = now;
+  }
+}
+
+/** Serves datagram sockets; see the module's doc. */
+export class Relay {
+  readonly #libc: Libc;
+  readonly #options: RelayOptions;
+  readonly #poller: Poller;
+  readonly #limit: ConnectionLimit;
+  readonly #data: Uint8Array;
+  readonly #in: Message;
+  readonly #out: Message;
+  readonly #listeners: DatagramListener[] = [];
+  readonly #sessions = new Map<string, Session>();
+  readonly #refusals = new Throttle(1000);
+  readonly #failures = new Throttle(1000);
+  readonly #counts: RelayCounts = { sessions: 0, forwarded: 0, returned: 0, dropped: 0 };
+  #now = performance.now();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #draining: (() => void) | null = null;
+
+  /** @throws {Error} when no epoll set can be had. */
+  constructor(libc: Libc, options: RelayOptions) {
+    this.#libc = libc;
+    this.#options = options;
+    this.#poller = new Poller(libc);
+    this.#limit = new ConnectionLimit(options.sessionsMax);
+    this.#data = new Uint8Array(UNIX_DATAGRAM_MAX + 1);
+    this.#in = new Message(libc, this.#data);
+    this.#out = new Message(libc, this.#data);
+  }
+
+  /** Sessions open now. */
+  get active(): number {
+    return this.#sessions.size;
+  }
+
+  /** The counters so far. */
+  get counts(): Readonly<RelayCounts> {
+    return this.#counts;
+  }
+
+  /**
+   * Prepares a passed datagram socket for serving, and describes it ("[::]:53", "/run/x.sock").
+   * Nothing is read until {@link start}.
+   */
+  add(fd: number, family: number, target: Target): string {
+    const local = this.#localAddress(fd);
+    const wildcard = local !== null && local.family !== "unix" &&
+      (local.host === "0.0.0.0" || local.host === "::");
+    if (wildcard) {
+      const on = new Uint8Array([1, 0, 0, 0]);
+      if (family === AF_INET) this.#libc.call.setsockopt(fd, IPPROTO_IP, IP_PKTINFO, on, 4);
+      else this.#libc.call.setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, on, 4);
+    }
+    const description = formatSocketAddress(local);
+    this.#listeners.push(new DatagramListener(fd, family, target, description, wildcard));
+    return description;
+  }
+
+  #localAddress(fd: number) {
+    const name = new Uint8Array(SOCKADDR_MAX);
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, SOCKADDR_MAX, true);
+    if (this.#libc.call.getsockname(fd, name, length) < 0) return null;
+    return decode(name, new DataView(length.buffer).getUint32(0, true));
+  }
+
+  /** Starts reading every listener (the datagrams already queued come first). */
+  start(): void {
+    for (const listener of this.#listeners) {
+      listener.token = this.#poller.add(listener.fd, EPOLLIN, () => this.#readClients(listener));
+      if (listener.token === null) {
+        throw new Error(`cannot watch fd ${listener.fd} (errno ${this.#libc.errno()})`);
+      }
+    }
+  }
+
+  /** Stops reading clients; what they send meanwhile stays queued in the passed sockets. */
+  stopReading(): void {
+    for (const listener of this.#listeners) {
+      if (listener.token !== null) this.#poller.remove(listener.fd, listener.token);
+      listener.token = null;
+    }
+  }
+
+  /**
+   * After {@link stopReading}: lets each session take its backend's replies until every
+   * datagram it sent has had one, or its backend has been silent for {@link DRAIN_QUIET_MS}, for
+   * up to `timeoutMs` in all; then closes the rest and the relay.
+   * @returns how many sessions were still open at the timeout.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    this.#sweep(true);
+    if (this.#sessions.size > 0) {
+      const done = new Promise<void>((resolve) => this.#draining = resolve);
+      clearInterval(this.#sweeper);
+      this.#sweeper = setInterval(() => this.#sweep(true), 100);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        if (Number.isFinite(timeoutMs)) {
+          timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1));
+        }
+      });
+      await Promise.race([done, timeout]);
+      clearTimeout(timer);
+    }
+    const left = this.#sessions.size;
+    for (const session of [...this.#sessions.values()]) this.#close(session);
+    await this.#poller.close();
+    return left;
+  }
+
+  #readClients(listener: DatagramListener): void {
+    this.#now = performance.now();
+    const message = this.#in;
+    const cap = listener.family === AF_UNIX ? UNIX_DATAGRAM_MAX : IP_DATAGRAM_MAX;
+    for (let i = 0; i < READS_PER_TURN; i++) {
+      message.prepare(SOCKADDR_MAX, cap + 1, listener.pktinfo ? message.control.length : 0);
+      const n = Number(this.#libc.call.recvmsg(listener.fd, message.header, MSG_DONTWAIT));
+      if (n < 0) return;
+      if (n > cap || (message.flags & MSG_TRUNC) !== 0) {
+        this.#counts.dropped++;
+        continue;
+      }
+      const session = this.#sessionFor(listener, message);
+      if (session !== null) this.#toBackend(session, n);
+    }
+  }
+
+  #sessionFor(listener: DatagramListener, message: Message): Session | null {
+    const nameLength = Math.min(message.nameLength, SOCKADDR_MAX);
+    const named = listener.family !== AF_UNIX || nameLength > 2;
+    const destination = listener.pktinfo ? destinationOf(message) : null;
+    let key = listener.fd + (named ? keyOf(message.name, nameLength) : "-");
+    if (destination !== null) key += keyOf(destination, destination.length);
+    const found = this.#sessions.get(key);
+    if (found !== undefined) {
+      found.lastActive = this.#now;
+      return found;
+    }
+    if (!this.#limit.tryAcquire()) {
+      this.#counts.dropped++;
+      this.#refused();
+      return null;
+    }
+    const client = named ? message.name.slice(0, nameLength) : null;
+    const control = destination === null ? null : replyControl(listener.family, destination);
+    const session = new Session(key, listener, client, control, this.#now);
+    this.#sessions.set(key, session);
+    this.#counts.sessions++;
+    this.#sweepWhileOpen();
+    this.#options.onChange();
+    this.#open(session);
+    return session;
+  }
+
+  #refused(): void {
+    const held = this.#refusals.hit();
+    if (held === null) return;
+    log(
+      "warning",
+      `Hit connection limit, dropping a datagram from a new client (${this.#limit.max} ` +
+        "sessions open" + (held > 0 ? `; ${held} more dropped since the last message)` : ")"),
+    );
+  }
+
+  /** Opens the session's socket to the target: at once for an address, after a name lookup. */
+  #open(session: Session): void {
+    const target = session.listener.target;
+    if (target.kind !== "tcp" || isIPAddress(target.host)) {
+      return this.#connect(session, target);
+    }
+    session.pending = [];
+    systemResolver(target.host).then((addresses) => {
+      if (addresses.length === 0) throw new Error(`${target.host} has no addresses`);
+      if (!this.#sessions.has(session.key)) return;
+      this.#connect(session, { kind: "tcp", host: addresses[0], port: target.port });
+      const pending = session.pending ?? [];
+      session.pending = null;
+      for (const datagram of pending) {
+        this.#data.set(datagram);
+        this.#toBackend(session, datagram.length);
+      }
+    }).catch((e) => {
+      this.#counts.dropped += session.pending?.length ?? 0;
+      this.#failed(session, `cannot resolve ${target.host} (${(e as Error).message})`);
+      this.#close(session);
+    });
+  }
+
+  #connect(session: Session, to: Target): void {
+    const call = this.#libc.call;
+    const address = socketAddress(to);
+    const family = address[0] | (address[1] << 8);
+    session.fd = call.socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (session.fd < 0) {
+      this.#failed(session, `cannot open a socket (errno ${this.#libc.errno()})`);
+      return this.#close(session);
+    }
+    // A Unix backend can only answer a client socket with a name: let the kernel pick one.
+    if (family === AF_UNIX) call.bind(session.fd, address.subarray(0, 2), 2);
+    session.token = this.#poller.add(
+      session.fd,
+      EPOLLIN,
+      (events) => this.#readBackend(session, events),
+    );
+    session.address = address;
+    this.#tryConnect(session);
+  }
+
+  /** Connects the session's socket (a Unix backend that is not there yet refuses). */
+  #tryConnect(session: Session): boolean {
+    const address = session.address!;
+    session.connected = this.#libc.call.connect(session.fd, address, address.length) === 0;
+    if (!session.connected) this.#failed(session, `cannot connect (errno ${this.#libc.errno()})`);
+    return session.connected;
+  }
+
+  #failed(session: Session, why: string): void {
+    const held = this.#failures.hit();
+    if (held === null) return;
+    log(
+      "error",
+      `Failed to forward datagrams to ${formatTarget(session.listener.target)} for ` +
+        `${formatSocketAddress(session.client === null ? null : decode(session.client))}: ${why}` +
+        (held > 0 ? ` (${held} more failed since the last message)` : ""),
+    );
+  }
+
+  /** Sends the first `n` bytes of the data buffer to the session's backend. */
+  #toBackend(session: Session, n: number): void {
+    if (session.pending !== null) {
+      if (session.pending.length < MAX_PENDING_DATAGRAMS) {
+        session.pending.push(this.#data.slice(0, n));
+      } else this.#counts.dropped++;
+      return;
+    }
+    if (session.fd < 0) return void this.#counts.dropped++;
+    if (!session.connected && !this.#tryConnect(session)) return void this.#counts.dropped++;
+    const call = this.#libc.call;
+    let sent = Number(call.send(session.fd, this.#data, BigInt(n), MSG_DONTWAIT));
+    // A refusal the kernel kept from an earlier datagram (ICMP port unreachable): this one
+    // still goes, so a backend that has come up is served at once.
+    if (sent < 0 && this.#libc.errno() === ERRNO.ECONNREFUSED) {
+      sent = Number(call.send(session.fd, this.#data, BigInt(n), MSG_DONTWAIT));
+    }
+    if (sent < 0) return void this.#counts.dropped++;
+    session.sent++;
+    this.#counts.forwarded++;
+  }
+
+  #readBackend(session: Session, events: number): void {
+    this.#now = performance.now();
+    const call = this.#libc.call;
+    if ((events & EPOLLERR) !== 0) this.#clearError(session);
+    for (;;) {
+      const n = Number(
+        call.recv(session.fd, this.#data, BigInt(UNIX_DATAGRAM_MAX + 1), MSG_DONTWAIT | MSG_TRUNC),
+      );
+      if (n < 0) {
+        if (this.#libc.errno() === ERRNO.ECONNREFUSED) continue; // Counted as the error it is.
+        break;
+      }
+      session.lastActive = this.#now;
+      session.replied++;
+      if (n > UNIX_DATAGRAM_MAX || session.client === null) {
+        this.#counts.dropped++;
+        continue;
+      }
+      this.#toClient(session, n);
+    }
+    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+  }
+
+  #clearError(session: Session): void {
+    const value = new Uint8Array(4);
+    const length = new Uint8Array([4, 0, 0, 0]);
+    this.#libc.call.getsockopt(session.fd, SOL_SOCKET, SO_ERROR, value, length);
+  }
+
+  #toClient(session: Session, n: number): void {
+    const message = this.#out;
+    const client = session.client!;
+    message.name.set(client);
+    const control = session.replyControl;
+    if (control !== null) message.control.set(control);
+    message.prepare(client.length, n, control?.length ?? 0);
+    const sent = this.#libc.call.sendmsg(session.listener.fd, message.header, MSG_DONTWAIT);
+    if (sent < 0) this.#counts.dropped++;
+    else this.#counts.returned++;
+  }
+
+  #close(session: Session): void {
+    if (this.#sessions.get(session.key) !== session) return;
+    this.#sessions.delete(session.key);
+    if (session.token !== null) this.#poller.remove(session.fd, session.token);
+    if (session.fd >= 0) this.#libc.call.close(session.fd);
+    session.fd = -1;
+    this.#limit.release();
+    if (this.#sessions.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+      this.#draining?.();
+    }
+    this.#options.onChange();
+  }
+
+  /** Ends silent sessions: one timer for all of them, running only while any is open. */
+  #sweepWhileOpen(): void {
+    if (this.#sweeper !== undefined || this.#draining !== null) return;
+    const every = Math.max(50, Math.min(1000, this.#options.idleTimeoutMs / 8));
+    if (!Number.isFinite(every)) return;
+    this.#sweeper = setInterval(() => this.#sweep(false), every);
+  }
+
+  #sweep(draining: boolean): void {
+    const now = performance.now();
+    const quiet = draining ? DRAIN_QUIET_MS : this.#options.idleTimeoutMs;
+    for (const session of [...this.#sessions.values()]) {
+      const answered = draining && session.replied >= session.sent && session.pending === null;
+      if (answered || now - session.lastActive >= quiet) this.#close(session);
+    }
+  }
+}
+
+/** The sockaddr of a datagram target. */
+function socketAddress(target: Target): Uint8Array {
+  switch (target.kind) {
+    case "tcp":
+      return encodeIP(target.host, target.port);
+    case "unix":
+      return encodeUnix(target.path, false);
+    case "abstract":
+      return encodeUnix(target.name, true);
+    case "vsock":
+      throw new RangeError("datagram sockets cannot be forwarded to vsock");
+  }
+}
+
+/** A map key for the first `length` bytes of `bytes`. */
+function keyOf(bytes: Uint8Array, length: number): string {
+  let key = "";
+  for (let i = 0; i < length; i += 2) key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  return key;
+}
+
+/** The address a client sent to, from the IP_PKTINFO/IPV6_PKTINFO control message. */
+function destinationOf(message: Message): Uint8Array | null {
+  const control = message.control;
+  const view = new DataView(control.buffer);
+  const length = message.controlLength;
+  for (let at = 0; at + 16 <= length;) {
+    const size = Number(view.getBigUint64(at, true));
+    const level = view.getInt32(at + 8, true);
+    const type = view.getInt32(at + 12, true);
+    if (level === IPPROTO_IP && type === IP_PKTINFO) return control.slice(at + 24, at + 28);
+    if (level === IPPROTO_IPV6 && type === IPV6_PKTINFO) return control.slice(at + 16, at + 32);
+    if (size < 16) break;
+    at += (size + 7) & ~7;
+  }
+  return null;
+}
+
+/** The control message for `sendmsg` that sends from `destination` (as received). */
+function replyControl(family: number, destination: Uint8Array): Uint8Array {
+  if (family === AF_INET) {
+    // struct in_pktinfo { ifindex = 0; ipi_spec_dst = destination; ipi_addr }
+    const control = new Uint8Array(32);
+    const view = new DataView(control.buffer);
+    view.setBigUint64(0, 28n, true);
+    view.setInt32(8, IPPROTO_IP, true);
+    view.setInt32(12, IP_PKTINFO, true);
+    control.set(destination, 20);
+    return control;
+  }
+  // struct in6_pktinfo { addr = destination (IPv4-mapped for an IPv4 client); ifindex = 0 }
+  const control = new Uint8Array(40);
+  const view = new DataView(control.buffer);
+  view.setBigUint64(0, 36n, true);
+  view.setInt32(8, IPPROTO_IPV6, true);
+  view.setInt32(12, IPV6_PKTINFO, true);
+  control.set(destination, 16);
+  return control;
+}

@@ -32,7 +32,7 @@ below() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head 
 deno task bundle
 flags=$(deno eval '
   const p = JSON.parse(Deno.readTextFileSync("deno.json")).permissions.proxy;
-  console.log(`--no-prompt --unstable-net --allow-net --allow-env=${p.env} --allow-write=${p.write}`);
+  console.log(`--no-prompt --unstable-net --allow-net --allow-env=${p.env} --allow-write=${p.write} --allow-ffi=${p.ffi}`);
 ')
 
 summary=()

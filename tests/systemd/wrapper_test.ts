@@ -6,6 +6,7 @@
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../../src/cli.ts";
+import { LIBC_CANDIDATES } from "../../src/libc.ts";
 
 const root = new URL("../../", import.meta.url);
 const ROOT = root.pathname;
@@ -28,8 +29,17 @@ Deno.test("the wrapper grants exactly the deno.json permission set", () => {
   equal(flag("allow-read").join(","), '"$read_paths"}');
   ok(set.net === true && /--allow-net \\/.test(exec), "network");
   for (const unstable of config.unstable) ok(exec.includes(`--unstable-${unstable}`), unstable);
-  ok(!/--allow-(run|ffi|sys|all|import)|-A\b|-P\b/.test(exec), "nothing more");
+  ok(!/--allow-(run|sys|all|import)|-A\b|-P\b/.test(exec), "nothing more");
+  equal(flag("allow-ffi").join(","), "$libc", "FFI: one file, libc");
+  ok(exec.includes('${ffi:+"$ffi"}'), "FFI granted only where libc was found");
   equal((exec.match(/--allow-write/g) ?? []).length, 1, "one --allow-write: a second replaces it");
+});
+
+Deno.test("the wrapper grants libc where the program looks for it, deno.json's paths first", () => {
+  const list = /for libc in ([^;]+);/.exec(wrapper.replaceAll("\\\n", " "))![1].trim().split(/\s+/);
+  ok(list.length >= 4);
+  for (const path of list) ok(LIBC_CANDIDATES.includes(path), path);
+  deepEqual(list.slice(0, 2), config.permissions.proxy.ffi);
 });
 
 async function runWrapper(args: string[], env: Record<string, string> = {}) {

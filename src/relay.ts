@@ -22,6 +22,7 @@ import {
   decode,
   encodeIP,
   encodeUnix,
+  familyOf,
   formatSocketAddress,
   SOCKADDR_MAX,
 } from "./sockaddr.ts";
@@ -112,6 +113,10 @@ class DatagramListener {
   token: number | null = null;
   /** Replies to its clients, sent together (`sendmmsg`) once the events at hand are handled. */
   readonly replies: MessageBatch;
+  /** The target's address when it needs no lookup, shared by the sessions. */
+  readonly address: Uint8Array | null;
+  /** The control messages that answer from each local address, shared by the sessions. */
+  readonly #controls = new Map<string, Uint8Array>();
 
   constructor(
     libc: Libc,
@@ -122,6 +127,20 @@ class DatagramListener {
     readonly pktinfo: boolean,
   ) {
     this.replies = new MessageBatch(libc, BATCH, slotFor(family));
+    this.address = target.kind === "tcp" && !isIPAddress(target.host)
+      ? null
+      : socketAddress(target);
+  }
+
+  /** The control message that makes a reply leave from `destination` (as received). */
+  controlFor(destination: Uint8Array): Uint8Array {
+    const key = keyOf(destination, destination.length);
+    let control = this.#controls.get(key);
+    if (control === undefined) {
+      control = replyControl(this.family, destination);
+      this.#controls.set(key, control);
+    }
+    return control;
   }
 }
 
@@ -306,7 +325,7 @@ export class Relay {
       return null;
     }
     const client = named ? name.slice(0, nameLength) : null;
-    const control = destination === null ? null : replyControl(listener.family, destination);
+    const control = destination === null ? null : listener.controlFor(destination);
     const session = new Session(key, listener, client, control, this.#now);
     this.#sessions.set(key, session);
     this.#counts.sessions++;
@@ -328,15 +347,13 @@ export class Relay {
 
   /** Opens the session's socket to the target: at once for an address, after a name lookup. */
   #open(session: Session): void {
-    const target = session.listener.target;
-    if (target.kind !== "tcp" || isIPAddress(target.host)) {
-      return this.#connect(session, target);
-    }
+    const { target, address } = session.listener;
+    if (address !== null || target.kind !== "tcp") return this.#connect(session, address!);
     session.pending = [];
     systemResolver(target.host).then((addresses) => {
       if (addresses.length === 0) throw new Error(`${target.host} has no addresses`);
       if (!this.#sessions.has(session.key)) return;
-      this.#connect(session, { kind: "tcp", host: addresses[0], port: target.port });
+      this.#connect(session, encodeIP(addresses[0], target.port));
       const pending = session.pending ?? [];
       session.pending = null;
       for (const datagram of pending) this.#toBackend(session, datagram, datagram.length);
@@ -347,10 +364,9 @@ export class Relay {
     });
   }
 
-  #connect(session: Session, to: Target): void {
+  #connect(session: Session, address: Uint8Array): void {
     const call = this.#libc.call;
-    const address = socketAddress(to);
-    const family = address[0] | (address[1] << 8);
+    const family = familyOf(address);
     session.fd = call.socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (session.fd < 0) {
       this.#failed(session, `cannot open a socket (errno ${this.#libc.errno()})`);

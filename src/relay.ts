@@ -83,7 +83,8 @@ export function classify(libc: Libc, fd: number): SocketKind {
   const type = get(SO_TYPE);
   if (type === null) return { type: "other", why: `not a socket (errno ${libc.errno()})` };
   if (type === SOCK_DGRAM) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
-  return type === 1 ? { type: "stream" } : { type: "other", why: `socket type ${type}` };
+  if (type === 1) return { type: "stream" };
+  return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
 }
 
 /** Counters, for STATUS= and the stop line. */

@@ -1,0 +1,131 @@
+/**
+ * Datagram sockets (ListenDatagram=) through the real program: started by
+ * `systemd-socket-activate --datagram` or by a launcher that passes stream and datagram sockets
+ * together, against real backends (UDP and Unix echo servers, dnsmasq) and real clients (Deno's
+ * UDP sockets, `dgram.py`, dig and kdig).
+ */
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import {
+  BIG_TXT,
+  Dnsmasq,
+  dnsQuery,
+  fdCount,
+  freeUdpPort,
+  pythonAsk,
+  pythonEcho,
+  rssKiB,
+  stopProxy,
+  udpEcho,
+  UdpEnd,
+} from "./datagrams.ts";
+import {
+  DENO_RUN,
+  freePort,
+  MAIN,
+  Process,
+  pseudoRandomBytes,
+  ROOT,
+  startProxy,
+  tempSocketPath,
+} from "./harness.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Starts the proxy on a UDP socket at 127.0.0.1:port; it runs from the first datagram on. */
+function startUdpProxy(port: number, args: string[], listen = [`127.0.0.1:${port}`]) {
+  return startProxy({ listen, args, activateFlags: ["--datagram"] });
+}
+
+Deno.test("the first datagram, queued before the proxy runs, is answered; replies keep coming", async () => {
+  const backend = udpEcho();
+  const port = freeUdpPort();
+  const proxy = await startUdpProxy(port, [`127.0.0.1:${backend.port}`]);
+  const client = new UdpEnd();
+  try {
+    // One datagram, no retry: it starts the proxy and waits in the socket's queue meanwhile.
+    const [first, from] = await client.ask(encoder.encode("first"), "127.0.0.1", port, 30_000);
+    equal(decoder.decode(first), "first");
+    deepEqual([from.hostname, from.port], ["127.0.0.1", port], "from the address we sent to");
+    await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown", datagrams\) to/);
+    for (let i = 0; i < 20; i++) {
+      const [data] = await client.ask(encoder.encode(`n${i}`), "127.0.0.1", port);
+      equal(decoder.decode(data), `n${i}`);
+    }
+    equal(backend.received, 21, "one datagram to the backend per datagram from the client");
+    const counts = await stopProxy(proxy);
+    deepEqual(counts, {
+      connections: 0,
+      sessionsOpen: 0,
+      sessions: 1,
+      forwarded: 21,
+      returned: 21,
+      dropped: 0,
+    });
+  } finally {
+    await client.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("datagram boundaries: 0, 1, 1472 and 65,507 bytes pass intact, one for one", async () => {
+  const backend = udpEcho();
+  const port = freeUdpPort();
+  const proxy = await startUdpProxy(port, [`127.0.0.1:${backend.port}`]);
+  const client = new UdpEnd();
+  try {
+    const sizes = [0, 1, 1472, 65_507, 1, 0, 65_507, 1472];
+    for (const [i, size] of sizes.entries()) {
+      const data = pseudoRandomBytes(size, i + 1);
+      const [back] = await client.ask(data, "127.0.0.1", port, 30_000);
+      equal(back.length, size);
+      deepEqual(back, data, `datagram ${i} of ${size} bytes`);
+    }
+    equal(backend.received, sizes.length);
+    const counts = await stopProxy(proxy);
+    equal(counts.forwarded, sizes.length);
+    equal(counts.returned, sizes.length);
+    equal(counts.dropped, 0);
+  } finally {
+    await client.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("64 clients at once: one session each, every reply to its client, in order", async () => {
+  // The backend sees one stable peer (the session's socket) per client.
+  const peers = new Set<number>();
+  const backend = new UdpEnd("127.0.0.1", 0, (data, from, end) => {
+    peers.add(from.port);
+    end.send(data, from.hostname, from.port).catch(() => {});
+  });
+  const port = freeUdpPort();
+  const proxy = await startUdpProxy(port, [`127.0.0.1:${backend.port}`]);
+  const clients = Array.from({ length: 64 }, () => new UdpEnd());
+  try {
+    await clients[0].ask(encoder.encode("start"), "127.0.0.1", port, 30_000);
+    const rounds = 10;
+    const window = 2;
+    await Promise.all(clients.map(async (client, c) => {
+      for (let round = 0; round < rounds; round++) {
+        const sent = Array.from({ length: window }, (_, k) => `client ${c} #${round * window + k}`);
+        for (const text of sent) await client.send(encoder.encode(text), "127.0.0.1", port);
+        const got = [];
+        for (let k = 0; k < window; k++) got.push(decoder.decode((await client.next())[0]));
+        deepEqual(got, sent);
+      }
+    }));
+    const counts = await stopProxy(proxy);
+    equal(counts.sessions, 64);
+    equal(counts.forwarded, 1 + 64 * rounds * window);
+    equal(counts.returned, counts.forwarded);
+    equal(counts.dropped, 0);
+    equal(peers.size, 64);
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+    await proxy.stop();
+    await backend.close();
+  }
+});

@@ -10,6 +10,7 @@ import {
   Dnsmasq,
   dnsQuery,
   fdCount,
+  freeTcpUdpPort,
   freeUdpPort,
   pythonAsk,
   pythonEcho,
@@ -127,5 +128,115 @@ Deno.test("64 clients at once: one session each, every reply to its client, in o
     await Promise.all(clients.map((client) => client.close()));
     await proxy.stop();
     await backend.close();
+  }
+});
+
+const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
+
+Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kdig, a 4 KB answer", async () => {
+  const dns = await Dnsmasq.start(freeTcpUdpPort());
+  const port = freeTcpUdpPort();
+  const proxy = new Process(LAUNCHER, [
+    `--tcp=${port}`,
+    `--udp=${port}`,
+    "--env=LISTEN_FDNAMES=dns-tcp:dns-udp",
+    "--",
+    ...DENO_RUN,
+    MAIN,
+    `127.0.0.1:${dns.port}`,
+  ]);
+  try {
+    await proxy.waitForLog(
+      new RegExp(
+        `Forwarding 127\\.0\\.0\\.1:${port} \\(fd 4, "dns-udp", datagrams\\) to 127\\.0\\.0\\.1:` +
+          `${dns.port}, 127\\.0\\.0\\.1:${port} \\(fd 3, "dns-tcp"\\) to`,
+      ),
+    );
+    const server = ["@127.0.0.1", "-p", String(port)];
+    for (const transport of ["+notcp", "+tcp"]) {
+      equal(
+        (await dnsQuery("dig", [...server, transport, "+short", "a.test"])).trim(),
+        "192.0.2.1",
+      );
+      const k = await dnsQuery("kdig", [...server, transport, "a.test"]);
+      match(k, /a\.test\.\s+\d+\s+IN\s+A\s+192\.0\.2\.1/);
+      match(
+        k,
+        new RegExp(`From 127\\.0\\.0\\.1@${port}\\(${transport === "+tcp" ? "TCP" : "UDP"}\\)`),
+      );
+    }
+    // The large EDNS answer in one UDP datagram: not truncated (+ignore: no retry over TCP).
+    const big = await dnsQuery("dig", [...server, "+bufsize=4096", "+ignore", "big.test", "TXT"]);
+    const flags = /;; flags: ([a-z ]+);/.exec(big)![1].split(" ");
+    ok(!flags.includes("tc"), `not truncated: ${flags}`);
+    match(big, /ANSWER: 15,/);
+    const size = Number(/MSG SIZE\s+rcvd: (\d+)/.exec(big)![1]);
+    ok(size > 3900 && size <= 4096, `an answer of ${size} bytes`);
+    for (const text of BIG_TXT) ok(big.includes(`"${text}"`), "every TXT string");
+    const kbig = await dnsQuery("kdig", [...server, "+bufsize=4096", "+notcp", "big.test", "TXT"]);
+    match(kbig, /Flags: qr aa rd ra;/);
+    match(kbig, new RegExp(`From 127\\.0\\.0\\.1@${port}\\(UDP\\)`));
+    const counts = await stopProxy(proxy);
+    equal(counts.connections, 2, "dig +tcp and kdig +tcp");
+    equal(counts.forwarded, 4);
+    equal(counts.returned, 4);
+    equal(counts.dropped, 0);
+  } finally {
+    await proxy.stop();
+    await dns.stop();
+  }
+});
+
+Deno.test("refused at start: --proxy-protocol or a vsock target with a datagram socket", async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [
+      ["--proxy-protocol=v2", "127.0.0.1:9"],
+      /--proxy-protocol cannot be used with the datagram socket fd 3 \("unknown"\)/,
+    ],
+    [["vsock:2:1234"], /cannot be forwarded to vsock:2:1234: Linux has no vsock datagrams/],
+  ];
+  for (const [args, message] of cases) {
+    const port = freeUdpPort();
+    const proxy = await startUdpProxy(port, args);
+    const client = new UdpEnd();
+    try {
+      await client.send(encoder.encode("start"), "127.0.0.1", port);
+      const { code, stderr } = await proxy.exit();
+      equal(code, 1, stderr);
+      match(stderr, message);
+      ok(!/Forwarding/.test(stderr), "nothing served");
+    } finally {
+      await client.close();
+      await proxy.stop();
+    }
+  }
+});
+
+Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", async () => {
+  const port = freeUdpPort();
+  const permissions = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).permissions.proxy;
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${port}`],
+    args: ["127.0.0.1:9"],
+    activateFlags: ["--datagram"],
+    denoRun: [
+      Deno.execPath(),
+      "run",
+      "-q",
+      "--no-prompt",
+      `--config=${ROOT}deno.json`,
+      "--allow-net",
+      `--allow-env=${permissions.env.join(",")}`,
+    ],
+  });
+  const client = new UdpEnd();
+  try {
+    await client.send(encoder.encode("start"), "127.0.0.1", port);
+    const { code, stderr } = await proxy.exit();
+    equal(code, 1, stderr);
+    match(stderr, /--allow-ffi=\/lib\/x86_64-linux-gnu\/libc\.so\.6/);
+  } finally {
+    await client.close();
+    await proxy.stop();
   }
 });

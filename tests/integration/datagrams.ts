@@ -109,6 +109,22 @@ export function freeUdpPort(hostname = "127.0.0.1"): number {
   return port;
 }
 
+/** Returns a port that was free a moment ago for both TCP and UDP on `hostname`. */
+export function freeTcpUdpPort(hostname = "127.0.0.1"): number {
+  for (;;) {
+    const listener = Deno.listen({ hostname, port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    try {
+      Deno.listenDatagram({ transport: "udp", hostname, port }).close();
+      return port;
+    } catch {
+      // Taken for UDP: another.
+    } finally {
+      listener.close();
+    }
+  }
+}
+
 /** Runs `dgram.py echo ADDRESS` until stopped; resolves once it is bound. */
 export async function pythonEcho(address: string, prefix: string[] = []): Promise<Process> {
   const [command, ...args] = [...prefix, "python3", DGRAM_PY, "echo", address];

@@ -240,3 +240,164 @@ Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", a
     await proxy.stop();
   }
 });
+
+Deno.test("a flood of distinct client addresses against -c 4: dropped, counted, logged, bounded", async () => {
+  const backend = udpEcho();
+  const port = freeUdpPort();
+  const proxy = await startUdpProxy(port, ["-c", "4", `127.0.0.1:${backend.port}`]);
+  const admitted = Array.from({ length: 4 }, () => new UdpEnd());
+  try {
+    for (const [i, client] of admitted.entries()) {
+      const [data] = await client.ask(encoder.encode(`admitted ${i}`), "127.0.0.1", port, 30_000);
+      equal(decoder.decode(data), `admitted ${i}`);
+    }
+    const pid = proxy.child.pid;
+    const fdsBefore = fdCount(pid);
+    const rssBefore = rssKiB(pid);
+    const started = Date.now();
+    let flooded = 0;
+    for (let host = 2; host <= 254; host++) {
+      // 40 source ports from each of 127.0.0.2 .. 127.0.0.254: 10,120 new clients.
+      for (let k = 0; k < 40; k++) {
+        const socket = Deno.listenDatagram({
+          transport: "udp",
+          hostname: `127.0.0.${host}`,
+          port: 0,
+        });
+        await socket.send(new Uint8Array([k]), { transport: "udp", hostname: "127.0.0.1", port });
+        socket.close();
+        flooded++;
+      }
+      // The listener's queue is read in order: this reply means the flood so far was read.
+      const [data] = await admitted[host % 4].ask(encoder.encode(`${host}`), "127.0.0.1", port);
+      equal(decoder.decode(data), `${host}`, "admitted clients are served all along");
+    }
+    const seconds = (Date.now() - started) / 1000;
+    equal(fdCount(pid), fdsBefore, "no descriptor per refused client");
+    const growth = rssKiB(pid) - rssBefore;
+    ok(growth < 32 * 1024, `RSS grew ${growth} KiB over ${flooded} refused clients`);
+    const lines = proxy.stderr.match(
+      /Hit connection limit, dropping a datagram from a new client \(4 sessions open[;)]/g,
+    ) ?? [];
+    ok(lines.length >= 1, "the limit is logged");
+    ok(lines.length <= Math.ceil(seconds) + 1, `throttled: ${lines.length} lines in ${seconds}s`);
+    const counts = await stopProxy(proxy);
+    equal(counts.sessions, 4);
+    equal(counts.dropped, flooded, "every datagram of a refused client is counted");
+    equal(counts.forwarded, 4 + 253);
+    equal(counts.returned, 4 + 253);
+    console.log(
+      `flood: ${flooded} clients in ${seconds.toFixed(1)}s, fds ${fdsBefore} before and after, ` +
+        `RSS ${rssBefore} -> ${rssBefore + growth} KiB, ${lines.length} log lines`,
+    );
+  } finally {
+    await Promise.all(admitted.map((client) => client.close()));
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("idle exit: --exit-idle-time=1s after the last session ends (--idle-timeout=1s), not before", async () => {
+  const backend = udpEcho();
+  const port = freeUdpPort();
+  const proxy = await startUdpProxy(port, [
+    "--exit-idle-time=1s",
+    "--idle-timeout=1s",
+    `127.0.0.1:${backend.port}`,
+  ]);
+  const client = new UdpEnd();
+  let ended = false;
+  proxy.child.status.then(() => ended = true);
+  try {
+    await client.ask(encoder.encode("start"), "127.0.0.1", port, 30_000);
+    // Traffic every 300 ms for 3 s keeps the session, and so the proxy, alive.
+    for (let i = 0; i < 10; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const [data] = await client.ask(encoder.encode(`${i}`), "127.0.0.1", port);
+      equal(decoder.decode(data), `${i}`);
+      ok(!ended, "still running while the session is used");
+    }
+    const last = performance.now();
+    const { code, stderr } = await proxy.exit();
+    const after = performance.now() - last;
+    equal(code, 0, stderr);
+    match(stderr, /Exiting after 1s without connections\./);
+    // The session ends 1 s after its last datagram; the proxy 1 s after that.
+    ok(after >= 1900, `exited ${Math.round(after)} ms after the last datagram`);
+  } finally {
+    await client.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("backend down then up: refusals crash nothing, disturb no one, the next datagram is served", async () => {
+  const live = udpEcho();
+  const downPort = freeUdpPort();
+  const [portA, portB] = [freeUdpPort(), freeUdpPort()];
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${portA}`, `127.0.0.1:${portB}`],
+    fdnames: ["down", "up"],
+    activateFlags: ["--datagram"],
+    args: [`--target=down=127.0.0.1:${downPort}`, `--target=up=127.0.0.1:${live.port}`],
+  });
+  const [a, b] = [new UdpEnd(), new UdpEnd()];
+  let late: UdpEnd | undefined;
+  try {
+    await b.ask(encoder.encode("start"), "127.0.0.1", portB, 30_000);
+    for (let i = 0; i < 20; i++) {
+      // Each of a's datagrams meets a closed port: ICMP port unreachable on its session.
+      await a.send(encoder.encode(`a${i}`), "127.0.0.1", portA);
+      const [data] = await b.ask(encoder.encode(`b${i}`), "127.0.0.1", portB);
+      equal(decoder.decode(data), `b${i}`, "the other client's session goes on");
+    }
+    late = udpEcho("127.0.0.1", downPort);
+    const [data] = await a.ask(encoder.encode("now"), "127.0.0.1", portA);
+    equal(decoder.decode(data), "now", "served as soon as the backend is up");
+    equal(late.received, 1);
+    const counts = await stopProxy(proxy);
+    equal(counts.sessions, 2);
+    equal(counts.returned, 22);
+  } finally {
+    await a.close();
+    await b.close();
+    await late?.close();
+    await proxy.stop();
+    await live.close();
+  }
+});
+
+Deno.test("SIGTERM: a session waiting for its reply still gets it; the stop line counts it", async () => {
+  const backend = new UdpEnd(); // Answers only when the test says so.
+  const port = freeUdpPort();
+  const proxy = await startUdpProxy(port, [`127.0.0.1:${backend.port}`]);
+  const [waiting, answered] = [new UdpEnd(), new UdpEnd()];
+  try {
+    await answered.send(encoder.encode("one"), "127.0.0.1", port);
+    const [one, fromOne] = await backend.next(30_000);
+    await backend.send(one, fromOne.hostname, fromOne.port);
+    await answered.next();
+    await waiting.send(encoder.encode("question"), "127.0.0.1", port);
+    const [question, from] = await backend.next();
+    proxy.child.kill("SIGTERM");
+    await proxy.waitForLog(/Received SIGTERM, stopping/);
+    const answer = encoder.encode(`answer to ${decoder.decode(question)}`);
+    await backend.send(answer, from.hostname, from.port);
+    const [reply] = await waiting.next();
+    equal(decoder.decode(reply), "answer to question");
+    const { code, stderr } = await proxy.exit();
+    equal(code, 0, stderr);
+    match(
+      stderr,
+      new RegExp(
+        "Stopped: 0 connection\\(s\\) served, none cut off; 0 session\\(s\\) open, 2 served, " +
+          "datagrams 2 forwarded, 2 returned, 0 dropped, none cut off\\.",
+      ),
+    );
+  } finally {
+    await waiting.close();
+    await answered.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});

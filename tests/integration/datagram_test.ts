@@ -401,3 +401,161 @@ Deno.test("SIGTERM: a session waiting for its reply still gets it; the stop line
     await backend.close();
   }
 });
+
+Deno.test("a Unix datagram listener to a UDP target: a named client gets replies, a nameless one is heard", async () => {
+  const backend = udpEcho();
+  const path = tempSocketPath("dgram.sock");
+  const proxy = await startProxy({
+    listen: [path],
+    activateFlags: ["--datagram"],
+    args: [`127.0.0.1:${backend.port}`],
+  });
+  try {
+    const named = await pythonAsk(`unix:${path}`, ["--bind=auto", "--size=1000", "--count=3"]);
+    deepEqual(named, Array(3).fill({ size: 1000, intact: true, from: path }));
+    // No address to answer to: one-way, as for a log socket. It still reaches the backend.
+    deepEqual(await pythonAsk(`unix:${path}`, ["--no-reply", "--size=10"]), [{ sent: 10 }]);
+    await backend.waitForReceived(4);
+    await proxy.waitForLog(/Forwarding .*dgram\.sock \(fd 3, "unknown", datagrams\)/);
+    const counts = await stopProxy(proxy);
+    equal(counts.sessions, 2);
+    equal(counts.forwarded, 4);
+    equal(counts.returned, 3);
+    equal(counts.dropped, 1, "the backend's reply to the nameless client");
+  } finally {
+    await proxy.stop();
+    await backend.close();
+    Deno.removeSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  }
+});
+
+Deno.test("a UDP listener to Unix datagram targets, a path and an @abstract name", async () => {
+  const path = tempSocketPath("backend.sock");
+  const abstract = `socket-proxyd-test-${crypto.randomUUID()}`;
+  const byPath = await pythonEcho(`unix:${path}`);
+  const byName = await pythonEcho(`abstract:${abstract}`);
+  const [portA, portB] = [freeUdpPort(), freeUdpPort()];
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${portA}`, `127.0.0.1:${portB}`],
+    fdnames: ["path", "abstract"],
+    activateFlags: ["--datagram"],
+    // Deno's permissions are asked for a Unix target even though libc reaches it (app.ts).
+    denoFlags: [`--allow-read=${path}`, `--allow-write=${path}`],
+    args: [`--target=path=${path}`, `--target=abstract=@${abstract}`],
+  });
+  const client = new UdpEnd();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const data = pseudoRandomBytes(4000, i + 1);
+      deepEqual((await client.ask(data, "127.0.0.1", portA, 30_000))[0], data);
+      deepEqual((await client.ask(data, "127.0.0.1", portB, 30_000))[0], data);
+    }
+    // The backends see the session's socket, named by the kernel so that they can answer.
+    match(byPath.stderr, /got 4000 from @[0-9a-f]{5}\n/);
+    match(byName.stderr, /got 4000 from @[0-9a-f]{5}\n/);
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [2, 6, 6, 0]);
+  } finally {
+    await client.close();
+    await proxy.stop();
+    await byPath.stop();
+    await byName.stop();
+    Deno.removeSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  }
+});
+
+Deno.test("Unix to Unix: a 200,000-byte datagram passes intact; one of 300,000 is dropped, counted", async () => {
+  const backendPath = tempSocketPath("backend.sock");
+  const path = tempSocketPath("dgram.sock");
+  const backend = await pythonEcho(`unix:${backendPath}`);
+  const proxy = await startProxy({
+    listen: [path],
+    activateFlags: ["--datagram"],
+    denoFlags: [`--allow-read=${backendPath}`, `--allow-write=${backendPath}`],
+    args: [backendPath],
+  });
+  try {
+    deepEqual(await pythonAsk(`unix:${path}`, ["--bind=auto", "--size=200000"]), [
+      { size: 200_000, intact: true, from: path },
+    ]);
+    deepEqual(await pythonAsk(`unix:${path}`, ["--bind=auto", "--size=300000", "--no-reply"]), [
+      { sent: 300_000 },
+    ]);
+    // Read in order: the next datagram's reply means the big one was taken (and not sent on).
+    deepEqual(await pythonAsk(`unix:${path}`, ["--bind=auto", "--size=1"]), [
+      { size: 1, intact: true, from: path },
+    ]);
+    ok(!/got 300000/.test(backend.stderr), "nothing truncated reached the backend");
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.forwarded, counts.returned, counts.dropped], [2, 2, 1]);
+  } finally {
+    await proxy.stop();
+    await backend.stop();
+    for (const p of [backendPath, path]) {
+      Deno.removeSync(p.slice(0, p.lastIndexOf("/")), { recursive: true });
+    }
+  }
+});
+
+Deno.test("replies come from the address the client sent to, on wildcard listeners (own netns)", async () => {
+  // A network namespace of the test's own, with only its loopback: wildcard listeners there
+  // reach nothing else. The activator's pid names it for the processes that join it.
+  // Dual-stack [::] and 0.0.0.0 listeners: for dnsmasq (port 53), and for an echo (port 7).
+  const [dual, v4, echoDual, echoV4] = [5353, 5354, 5355, 5356];
+  const proxy = new Process("unshare", [
+    "--net",
+    "--",
+    "sh",
+    "-c",
+    'ip link set lo up && exec "$@"',
+    "sh",
+    "systemd-socket-activate",
+    "--datagram",
+    ...[dual, `0.0.0.0:${v4}`, echoDual, `0.0.0.0:${echoV4}`].map((l) => `--listen=${l}`),
+    "--fdname=dns:dns:echo:echo",
+    "--",
+    ...DENO_RUN,
+    MAIN,
+    "--target=echo=127.0.0.1:7",
+    "127.0.0.1:53",
+  ]);
+  await proxy.waitForLog(/Listening on 0\.0\.0\.0:5356 as 6\./);
+  match(proxy.stderr, /Listening on \[::\]:5353 as 3\./);
+  const ns = ["nsenter", `--net=/proc/${proxy.child.pid}/ns/net`, "--"];
+  const echo = await pythonEcho("udp:127.0.0.1:7", ns);
+  const dns = await Dnsmasq.start(53, ns);
+  try {
+    const cases: Array<[string, string]> = [
+      [`udp:127.0.0.2:${echoV4}`, `127.0.0.2:${echoV4}`],
+      [`udp:127.0.0.1:${echoV4}`, `127.0.0.1:${echoV4}`],
+      [`udp:127.0.0.3:${echoDual}`, `127.0.0.3:${echoDual}`],
+      [`udp6:::1:${echoDual}`, `::1:${echoDual}`],
+    ];
+    for (const [address, from] of cases) {
+      const [reply] = await pythonAsk(address, ["--size=100", "--count=2", "--timeout=30"], ns);
+      deepEqual(reply, { size: 100, intact: true, from }, address);
+    }
+    // dig drops an answer from any other address than it asked ("reply from unexpected source").
+    for (const server of ["127.0.0.2", "127.0.0.4", "::1"]) {
+      for (const port of server === "::1" ? [dual] : [v4, dual]) {
+        const [command, ...args] = [
+          ...ns,
+          "dig",
+          `@${server}`,
+          "-p",
+          String(port),
+          "+tries=1",
+          "+short",
+          "a.test",
+        ];
+        equal((await dnsQuery(command, args)).trim(), "192.0.2.1", `${server} port ${port}`);
+      }
+    }
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [9, 13, 13, 0]);
+  } finally {
+    await dns.stop();
+    await echo.stop();
+    await proxy.stop();
+  }
+});

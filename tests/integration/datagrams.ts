@@ -212,8 +212,11 @@ export class Dnsmasq {
     this.#dir = dir;
   }
 
-  /** Starts it with a configuration of its own (and a pid file of its own), in the foreground. */
-  static async start(port: number): Promise<Dnsmasq> {
+  /**
+   * Starts it with a configuration of its own (and a pid file of its own), in the foreground;
+   * `prefix` runs it through another command (`nsenter`, say).
+   */
+  static async start(port: number, prefix: string[] = []): Promise<Dnsmasq> {
     const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-dnsmasq-" });
     Deno.writeTextFileSync(
       `${dir}/dnsmasq.conf`,
@@ -230,10 +233,13 @@ export class Dnsmasq {
         "",
       ].join("\n"),
     );
-    const process = new Process("/usr/sbin/dnsmasq", [
+    const [command, ...args] = [
+      ...prefix,
+      "/usr/sbin/dnsmasq",
       `--conf-file=${dir}/dnsmasq.conf`,
       "--no-daemon",
-    ]);
+    ];
+    const process = new Process(command, args);
     await process.waitForLog(/started, version/);
     return new Dnsmasq(process, dir, port);
   }

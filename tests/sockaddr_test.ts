@@ -1,5 +1,6 @@
-// fast-check is imported inline: deno.json has no import map for test-only dependencies.
 import { deepEqual, equal, throws } from "node:assert/strict";
+// fast-check is imported inline: deno.json has no import map for test-only dependencies.
+// deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import {
   AF_INET,

@@ -21,7 +21,6 @@ import {
 } from "./datagrams.ts";
 import {
   DENO_RUN,
-  freePort,
   MAIN,
   Process,
   pseudoRandomBytes,

@@ -82,7 +82,12 @@ export class UdpEnd {
   }
 
   /** Sends `data` to hostname:port and returns the reply. */
-  async ask(data: Uint8Array, hostname: string, port: number, timeoutMs?: number) {
+  async ask(
+    data: Uint8Array,
+    hostname: string,
+    port: number,
+    timeoutMs?: number,
+  ): Promise<Received> {
     await this.send(data, hostname, port);
     return await this.next(timeoutMs);
   }

@@ -233,7 +233,14 @@ Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", a
     await client.send(encoder.encode("start"), "127.0.0.1", port);
     const { code, stderr } = await proxy.exit();
     equal(code, 1, stderr);
-    match(stderr, /--allow-ffi=\/lib\/x86_64-linux-gnu\/libc\.so\.6/);
+    match(
+      stderr,
+      new RegExp(
+        'Passed in socket fd 3 \\(name "unknown"\\) is not a listening or connected stream ' +
+          "socket \\(.*\\); if it is a datagram socket \\(ListenDatagram=\\), give Deno " +
+          "--allow-ffi=/lib/x86_64-linux-gnu/libc\\.so\\.6 to serve it",
+      ),
+    );
   } finally {
     await client.close();
     await proxy.stop();

@@ -22,6 +22,7 @@ import {
 import {
   DENO_RUN,
   MAIN,
+  NotifyReceiver,
   Process,
   pseudoRandomBytes,
   ROOT,
@@ -474,9 +475,11 @@ Deno.test("Unix to Unix: a 200,000-byte datagram passes intact; one of 300,000 i
   const backendPath = tempSocketPath("backend.sock");
   const path = tempSocketPath("dgram.sock");
   const backend = await pythonEcho(`unix:${backendPath}`);
+  const receiver = new NotifyReceiver(`\0socket-proxyd-test-${crypto.randomUUID()}`);
   const proxy = await startProxy({
     listen: [path],
     activateFlags: ["--datagram"],
+    env: { NOTIFY_SOCKET: receiver.address },
     denoFlags: [`--allow-read=${backendPath}`, `--allow-write=${backendPath}`],
     args: [backendPath],
   });
@@ -494,8 +497,15 @@ Deno.test("Unix to Unix: a 200,000-byte datagram passes intact; one of 300,000 i
     ok(!/got 300000/.test(backend.stderr), "nothing truncated reached the backend");
     const counts = await stopProxy(proxy);
     deepEqual([counts.forwarded, counts.returned, counts.dropped], [2, 2, 1]);
+    const stopping = await receiver.waitFor((m) => m.STOPPING === "1");
+    equal(
+      stopping.STATUS,
+      "Stopping: 0 active, 0 served; 2 session(s) open, 2 served, datagrams 2 forwarded, " +
+        "2 returned, 1 dropped",
+    );
   } finally {
     await proxy.stop();
+    await receiver.close();
     await backend.stop();
     for (const p of [backendPath, path]) {
       Deno.removeSync(p.slice(0, p.lastIndexOf("/")), { recursive: true });

@@ -321,7 +321,7 @@ export class Relay {
     const nameLength = Math.min(message.nameLength, SOCKADDR_MAX);
     const named = listener.family !== AF_UNIX || nameLength > 2;
     const destination = listener.pktinfo ? destinationOf(message) : null;
-    let key = listener.fd + (named ? keyOf(message.name, nameLength) : "-");
+    let key = `${listener.fd}/` + (named ? keyOf(message.name, nameLength) : "-");
     if (destination !== null) key += keyOf(destination, destination.length);
     const found = this.#sessions.get(key);
     if (found !== undefined) {
@@ -527,10 +527,16 @@ function socketAddress(target: Target): Uint8Array {
   }
 }
 
-/** A map key for the first `length` bytes of `bytes`. */
+/**
+ * A map key for the first `length` bytes of `bytes`, and nothing after them: a Unix address
+ * may be of odd length, and what follows it in the buffer is left from an earlier address.
+ */
 function keyOf(bytes: Uint8Array, length: number): string {
-  let key = "";
-  for (let i = 0; i < length; i += 2) key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  let key = String.fromCharCode(length);
+  for (let i = 0; i + 1 < length; i += 2) {
+    key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  }
+  if (length % 2 === 1) key += String.fromCharCode(bytes[length - 1]);
   return key;
 }
 

@@ -1,6 +1,7 @@
 import { deepEqual, equal } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../src/log.ts";
 import { classify, Relay, type RelayOptions } from "../src/relay.ts";
+import { encodeUnix } from "../src/sockaddr.ts";
 import type { Target } from "../src/target.ts";
 import { libc, socketOf, udpSocket } from "./libc_udp.ts";
 import { udpEcho, UdpEnd } from "./integration/datagrams.ts";
@@ -157,5 +158,37 @@ Deno.test("Relay: a name that does not resolve ends the session, its datagrams c
   } finally {
     await proxy.close();
     await client.close();
+  }
+});
+
+Deno.test("Relay: a Unix client keeps its one session whatever other clients' names were", async () => {
+  const backend = udpEcho();
+  const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-relay-" });
+  const listener = socketOf(1);
+  const path = `${dir}/listener`;
+  const address = encodeUnix(path, false);
+  equal(libc.call.bind(listener, address, address.length), 0);
+  const relay = new Relay(libc, { sessionsMax: 16, idleTimeoutMs: 60_000, onChange: () => {} });
+  relay.add(listener, 1, { kind: "tcp", host: "127.0.0.1", port: backend.port });
+  relay.start();
+  // Names of odd and even lengths: the kernel gives 2 + path + NUL bytes for each.
+  const clients = [`${dir}/a1`, `${dir}/b`, `${dir}/ccccccccccccccccccccccccc`].map((p) =>
+    Deno.listenDatagram({ transport: "unixpacket", path: p })
+  );
+  try {
+    for (let round = 0; round < 3; round++) {
+      for (const [i, client] of clients.entries()) {
+        await client.send(encoder.encode(`${i}.${round}`), { transport: "unixpacket", path });
+        const [data] = await client.receive(new Uint8Array(100));
+        equal(decoder.decode(data), `${i}.${round}`);
+      }
+    }
+    deepEqual(relay.counts, { sessions: 3, forwarded: 9, returned: 9, dropped: 0 });
+  } finally {
+    await relay.drain(0);
+    for (const client of clients) client.close();
+    libc.call.close(listener);
+    await backend.close();
+    Deno.removeSync(dir, { recursive: true });
   }
 });

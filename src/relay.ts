@@ -313,7 +313,7 @@ export class Relay {
     const destination = listener.pktinfo
       ? destinationOf(batch.control(i), batch.controlLength(i))
       : null;
-    let key = listener.fd + (named ? keyOf(name, nameLength) : "-");
+    let key = `${listener.fd}/` + (named ? keyOf(name, nameLength) : "-");
     if (destination !== null) key += keyOf(destination, destination.length);
     const found = this.#sessions.get(key);
     if (found !== undefined) {
@@ -535,10 +535,16 @@ function socketAddress(target: Target): Uint8Array {
   }
 }
 
-/** A map key for the first `length` bytes of `bytes`. */
+/**
+ * A map key for the first `length` bytes of `bytes`, and nothing after them: a Unix address
+ * may be of odd length, and what follows it in the buffer is left from an earlier address.
+ */
 function keyOf(bytes: Uint8Array, length: number): string {
-  let key = "";
-  for (let i = 0; i < length; i += 2) key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  let key = String.fromCharCode(length);
+  for (let i = 0; i + 1 < length; i += 2) {
+    key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  }
+  if (length % 2 === 1) key += String.fromCharCode(bytes[length - 1]);
   return key;
 }
 

@@ -26,12 +26,15 @@ export class MessageBatch {
   readonly #iovs: DataView;
   /** Slots filled, for a batch being assembled for `sendmmsg`. */
   count = 0;
+  /** {@link slot} as the C size it is passed as. */
+  readonly slotSize: bigint;
 
   /**
    * @param size the number of slots.
    * @param slot the largest datagram a slot holds, plus one (so that a larger one shows).
    */
   constructor(libc: Libc, readonly size: number, readonly slot: number) {
+    this.slotSize = BigInt(slot);
     this.headers = new Uint8Array(size * HEADER);
     this.#view = new DataView(this.headers.buffer);
     const data = new Uint8Array(size * slot);
@@ -72,8 +75,11 @@ export class MessageBatch {
   #set(i: number, nameLength: number, dataLength: number, controlLength: number): void {
     const at = i * HEADER;
     this.#view.setUint32(at + 8, nameLength, true);
-    this.#iovs.setBigUint64(i * IOVEC + 8, BigInt(dataLength), true);
-    this.#view.setBigUint64(at + 40, BigInt(controlLength), true);
+    // 64-bit lengths below 2^32, written as two halves: no BigInt per datagram.
+    this.#iovs.setUint32(i * IOVEC + 8, dataLength, true);
+    this.#iovs.setUint32(i * IOVEC + 12, 0, true);
+    this.#view.setUint32(at + 40, controlLength, true);
+    this.#view.setUint32(at + 44, 0, true);
   }
 
   /** Slot `i`'s data buffer. */
@@ -96,7 +102,7 @@ export class MessageBatch {
   }
 
   controlLength(i: number): number {
-    return Number(this.#view.getBigUint64(i * HEADER + 40, true));
+    return this.#view.getUint32(i * HEADER + 40, true);
   }
 
   /** The bytes received into slot `i` (`msg_len`). */

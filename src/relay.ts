@@ -435,7 +435,7 @@ export class Relay {
       if (replies.count === replies.size) this.#sendRepliesOf(session.listener);
       const slot = replies.count;
       const n = Number(
-        call.recv(session.fd, replies.data(slot), BigInt(replies.slot), MSG_DONTWAIT | MSG_TRUNC),
+        call.recv(session.fd, replies.data(slot), replies.slotSize, MSG_DONTWAIT | MSG_TRUNC),
       );
       if (n < 0) {
         if (this.#libc.errno() === ERRNO.ECONNREFUSED) continue; // Counted as the error it is.

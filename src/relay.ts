@@ -53,9 +53,7 @@ const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0x800;
 const SOCK_CLOEXEC = 0x80000;
 const SOL_SOCKET = 1;
-const SO_TYPE = 3;
 const SO_ERROR = 4;
-const SO_DOMAIN = 39;
 const IPPROTO_IP = 0;
 const IPPROTO_IPV6 = 41;
 const IP_PKTINFO = 8;
@@ -63,29 +61,6 @@ const IPV6_RECVPKTINFO = 49;
 const IPV6_PKTINFO = 50;
 const MSG_TRUNC = 0x20;
 const MSG_DONTWAIT = 0x40;
-
-/** What a passed file descriptor is, as far as serving it goes. */
-export type SocketKind =
-  | { readonly type: "stream" }
-  | { readonly type: "datagram"; readonly family: number }
-  | { readonly type: "other"; readonly why: string };
-
-/** Asks the kernel what kind of socket `fd` is (SO_TYPE, SO_DOMAIN). */
-export function classify(libc: Libc, fd: number): SocketKind {
-  const value = new Uint8Array(4);
-  const length = new Uint8Array(4);
-  const get = (option: number) => {
-    new DataView(length.buffer).setUint32(0, 4, true);
-    return libc.call.getsockopt(fd, SOL_SOCKET, option, value, length) < 0
-      ? null
-      : new DataView(value.buffer).getInt32(0, true);
-  };
-  const type = get(SO_TYPE);
-  if (type === null) return { type: "other", why: `not a socket (errno ${libc.errno()})` };
-  if (type === SOCK_DGRAM) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
-  if (type === 1) return { type: "stream" };
-  return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
-}
 
 /** Counters, for STATUS= and the stop line. */
 export interface RelayCounts {

@@ -1,6 +1,7 @@
 import { deepEqual, equal } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../src/log.ts";
-import { classify, Relay, type RelayOptions } from "../src/relay.ts";
+import { Relay, type RelayOptions } from "../src/relay.ts";
+import { classify } from "../src/libc.ts";
 import { encodeUnix } from "../src/sockaddr.ts";
 import type { Target } from "../src/target.ts";
 import { libc, socketOf, udpSocket } from "./libc_udp.ts";
@@ -49,7 +50,7 @@ Deno.test("classify: a UDP socket is a datagram one of its family; TCP is stream
     deepEqual(classify(libc, udp.fd), { type: "datagram", family: 2 });
     deepEqual(classify(libc, udp6.fd), { type: "datagram", family: 10 });
     deepEqual(classify(libc, tcp), { type: "stream" });
-    deepEqual(classify(libc, -1), { type: "other", why: "not a socket (errno 9)" });
+    deepEqual(classify(libc, -1), { type: "other", why: "errno 9" });
   } finally {
     for (const fd of [udp.fd, udp6.fd, tcp]) libc.call.close(fd);
   }

@@ -3,16 +3,7 @@
  * its message and exit status, before any socket is touched.
  */
 import { equal, match, ok } from "node:assert/strict";
-import {
-  DENO_RUN,
-  freePort,
-  MAIN,
-  Process,
-  ROOT,
-  runProxy,
-  startProxy,
-  tempSocketPath,
-} from "./harness.ts";
+import { DENO_RUN, freePort, MAIN, Process, ROOT, runProxy, tempSocketPath } from "./harness.ts";
 
 const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 
@@ -107,7 +98,7 @@ Deno.test("a regular file as fd 3 is refused, naming the fd, exit 1", async () =
   equal(code, 1);
   match(
     stderr,
-    /Passed in socket fd 3 \(name "config"\) is not a listening or connected stream socket/,
+    /Passed in socket fd 3 \(name "config"\) is neither a stream nor a datagram socket \(not a socket\)/,
   );
 });
 

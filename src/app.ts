@@ -8,6 +8,7 @@ import type { Socket } from "node:net";
 import { adopt, AdoptionError, type Listener, selfTest } from "./adopt.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
+import { formatListenAddress } from "./address.ts";
 import { listenOn } from "./listen.ts";
 import {
   DeferredWriter,
@@ -23,7 +24,7 @@ import { makePlan, type Plan, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
 import { identify } from "./stdio.ts";
-import { formatTarget, type Target } from "./target.ts";
+import { atPort, formatTarget, type Target, type TargetSpec } from "./target.ts";
 import { formatTimespan } from "./timespan.ts";
 import { VERSION } from "./version.ts";
 
@@ -179,7 +180,7 @@ async function planFromEnvironment(options: Options): Promise<Plan> {
   return plan;
 }
 
-function permissionProblem(target: Target): string | null {
+function permissionProblem(target: TargetSpec): string | null {
   const granted = (descriptor: Deno.PermissionDescriptor) =>
     Deno.permissions.querySync(descriptor).state === "granted";
   switch (target.kind) {
@@ -199,6 +200,23 @@ function permissionProblem(target: Target): string | null {
         ? null
         : `Deno's permissions do not allow connecting to ${formatTarget(target)}; ` +
           `add --allow-net=${formatTarget(target)}.`;
+    case "same-port":
+      return granted({ name: "net", host: target.host })
+        ? null
+        : `Deno's permissions do not allow connecting to every port of ${target.host}; ` +
+          `add --allow-net=${target.host}.`;
+  }
+}
+
+/**
+ * The target for a listener on `port` (see `atPort`).
+ * @throws {StartError} for "HOST:*" and a listener without a port, naming it.
+ */
+function targetAt(spec: TargetSpec, port: number | null, listener: string): Target {
+  try {
+    return atPort(spec, port);
+  } catch (e) {
+    throw new StartError(`Cannot serve ${listener}: ${(e as Error).message}.`);
   }
 }
 
@@ -229,6 +247,8 @@ class Service {
     this.#proxy = new Proxy({
       dataPath: this.#dataPath,
       connectionsMax: options.connectionsMax,
+      whenFull: options.whenFull,
+      connectionsPerSource: options.connectionsPerSource,
       exitIdleTimeUsec: options.exitIdleTimeUsec,
       proxyProtocol: options.proxyProtocol,
       connectTimeoutMs: options.connectTimeoutUsec / 1000,
@@ -251,6 +271,7 @@ class Service {
       await this.#listenOwn();
     } catch (e) {
       for (const close of this.#closers) close();
+      if (e instanceof StartError) throw e;
       if (e instanceof AdoptionError) throw new StartError(e.message);
       throw new StartError(`Cannot listen: ${(e as Error).message}`);
     }
@@ -275,27 +296,38 @@ class Service {
 
   async #adoptPassed(listeners: Listener[]): Promise<void> {
     for (const { socket, target } of this.#plan.sockets) {
-      const to = formatTarget(target);
+      // For "HOST:*", the port is the listener's: known once it is adopted, before any client.
+      let to: Target | null = target.kind === "same-port" ? null : target;
       const adopted = await adopt(
         socket,
-        (client) => this.#proxy.admit(socketClient(client, this.#dataPath), target),
+        (client, listener) =>
+          this.#proxy.admit(
+            socketClient(client, this.#dataPath),
+            to ??= atPort(target, listener.port),
+          ),
       );
+      const where = `fd ${socket.fd} ("${socket.name}")`;
       if (adopted.kind === "listener") {
         const { listener } = adopted;
         listeners.push(listener);
         this.#closers.push(listener.close);
-        this.#descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}") to ${to}`);
+        to = targetAt(target, listener.port, `the socket on ${where}`);
+        const described = `${listener.address} (fd ${socket.fd}, "${socket.name}")`;
+        this.#descriptions.push(`${described} to ${formatTarget(to)}`);
       } else {
-        this.#connections.push({ socket: adopted.socket, target });
-        this.#descriptions.push(`connection on fd ${socket.fd} to ${to}`);
+        to = targetAt(target, adopted.socket.localPort ?? null, `the connection on ${where}`);
+        this.#connections.push({ socket: adopted.socket, target: to });
+        this.#descriptions.push(`connection on fd ${socket.fd} to ${formatTarget(to)}`);
       }
     }
   }
 
   async #listenOwn(): Promise<void> {
-    const target = this.#plan.listenTarget;
-    if (target === null) return;
+    const spec = this.#plan.listenTarget;
+    if (spec === null) return;
     for (const address of this.#plan.listen) {
+      const port = address.kind === "tcp" ? address.port : null;
+      const target = targetAt(spec, port, `--listen=${formatListenAddress(address)}`);
       const own = await listenOn(address, (conn) => this.#proxy.admit(connClient(conn), target));
       this.#closers.push(own.close);
       this.#descriptions.push(`${own.address} to ${formatTarget(target)}`);
@@ -312,6 +344,10 @@ class Service {
       "info",
       `Forwarding ${this.#descriptions.join(", ")}; at most ${options.connectionsMax} ` +
         "connections" +
+        (options.whenFull === "wait" ? ", more waiting in arrival order" : "") +
+        (options.connectionsPerSource === null
+          ? ""
+          : `, ${options.connectionsPerSource} per source`) +
         (options.exitIdleTimeUsec === Infinity
           ? "."
           : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
@@ -342,14 +378,14 @@ class Service {
     for (const close of this.#closers) close();
     clearTimeout(this.#statusTimer);
     const proxy = this.#proxy;
-    await this.#notifier.send(
-      `STOPPING=1\nSTATUS=Stopping: ${proxy.active} active, ${proxy.served} served`,
-    );
+    proxy.flushLogs();
+    await this.#notifier.send(`STOPPING=1\nSTATUS=Stopping: ${this.#counts()}`);
     let exitStatus = EXIT_SUCCESS;
     if (why === "idle") {
       log(
         "info",
-        `Exiting after ${formatTimespan(this.#options.exitIdleTimeUsec)} without connections.`,
+        `Exiting after ${formatTimespan(this.#options.exitIdleTimeUsec)} without connections` +
+          `${this.#refusedClause()}.`,
       );
     } else if (why === "done") {
       if (proxy.failed > 0) exitStatus = EXIT_FAILURE;
@@ -358,6 +394,12 @@ class Service {
     }
     this.#notifier.close();
     return exitStatus;
+  }
+
+  /** "; 12 refused (...)", or "" when none was refused. */
+  #refusedClause(): string {
+    const refused = this.#proxy.refused;
+    return refused === "" ? "" : `; ${refused}`;
   }
 
   async #drain(signal: Ending): Promise<void> {
@@ -369,16 +411,35 @@ class Service {
         `waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
     );
     const cut = await proxy.drain(timeoutUsec / 1000);
+    proxy.flushLogs();
+    const closed = [
+      ...(cut.open > 0 ? [`${cut.open} still open`] : []),
+      ...(cut.waiting > 0 ? [`${cut.waiting} still waiting`] : []),
+    ];
     log(
       "info",
       `Stopped: ${proxy.served} connection(s) served, ` +
-        (cut > 0 ? `${cut} still open after the drain timeout closed.` : "none cut off."),
+        (closed.length > 0
+          ? `${closed.join(" and ")} after the drain timeout closed`
+          : "none cut off") +
+        `${this.#refusedClause()}.`,
     );
+  }
+
+  /** "3 active, 2 waiting, 10 served, 4 refused (...)": waiting only with --when-full=wait. */
+  #counts(): string {
+    const proxy = this.#proxy;
+    return [
+      `${proxy.active} active`,
+      ...(this.#options.whenFull === "wait" ? [`${proxy.waiting} waiting`] : []),
+      `${proxy.served} served`,
+      ...(proxy.refused === "" ? [] : [proxy.refused]),
+    ].join(", ");
   }
 
   #status(): string {
     const forwardsTo = this.#plan.targets.map(formatTarget).join(", ");
-    return `Forwarding to ${forwardsTo}: ${this.#proxy.active} active, ${this.#proxy.served} served`;
+    return `Forwarding to ${forwardsTo}: ${this.#counts()}`;
   }
 
   /** The number of open connections changed: maybe done; a STATUS= update soon. */

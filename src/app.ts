@@ -407,8 +407,9 @@ class Service {
     const timeoutUsec = this.#options.drainTimeoutUsec;
     log(
       "info",
-      `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open, ` +
-        `waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
+      `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open` +
+        (proxy.waiting > 0 ? ` and ${proxy.waiting} waiting` : "") +
+        `, waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
     );
     const cut = await proxy.drain(timeoutUsec / 1000);
     proxy.flushLogs();

@@ -383,3 +383,50 @@ Deno.test("HOST:* under --listen: the own listener's port", async () => {
     await backend.close();
   }
 });
+
+Deno.test("--when-full=wait and SIGTERM: waiting clients are served during the drain; the rest closed at its end", async () => {
+  const backend = new CountingBackend();
+  for (const drain of ["5s", "300ms"]) {
+    const receiver = new NotifyReceiver(`\0socket-proxyd-test-${crypto.randomUUID()}`);
+    const port = freePort();
+    const proxy = await startProxy({
+      listen: [`127.0.0.1:${port}`],
+      args: ["-c", "1", "--when-full=wait", `--drain-timeout=${drain}`, backend.target],
+      env: { NOTIFY_SOCKET: receiver.address },
+    });
+    try {
+      const holder = await connectFrom("127.0.0.2", port);
+      equal(await echoOf(holder, 1), 1);
+      const waiting = [await connectFrom("127.0.0.3", port), await connectFrom("127.0.0.4", port)];
+      const replies = waiting.map((client, i) =>
+        echoOf(client, 2 + i).then((byte) => {
+          client.end();
+          return byte;
+        })
+      );
+      await status(receiver, /: 1 active, 2 waiting, 1 served$/);
+      proxy.child.kill("SIGTERM");
+      await proxy.waitForLog(
+        /Received SIGTERM, stopping: no longer accepting; 1 connection\(s\) open and 2 waiting,/,
+      );
+      if (drain === "5s") {
+        holder.end();
+        deepEqual(await Promise.all(replies), [2, 3], "served during the drain");
+        const { stderr } = await proxy.exit();
+        match(stderr, /Stopped: 3 connection\(s\) served, none cut off\.\n/);
+      } else {
+        deepEqual(await Promise.all(replies), [null, null], "closed unserved at the end");
+        const { stderr } = await proxy.exit();
+        match(
+          stderr,
+          /Stopped: 1 connection\(s\) served, 1 still open and 2 still waiting after the drain timeout closed\.\n/,
+        );
+        holder.destroy();
+      }
+    } finally {
+      await proxy.stop();
+      await receiver.close();
+    }
+  }
+  await backend.backend.close();
+});

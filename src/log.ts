@@ -351,7 +351,7 @@ export interface Clock {
 }
 
 /** The real clock: performance.now() and unreferenced timers. */
-export const REAL_CLOCK: Clock = {
+const REAL_CLOCK: Clock = {
   now: () => performance.now(),
   after(ms, fn) {
     const timer = setTimeout(fn, ms);

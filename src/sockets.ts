@@ -49,10 +49,16 @@ export async function sortSockets(
       checkDatagram(socket.fd, socket.name, target, options);
     }
     const relay = openRelay(options);
-    const descriptions = datagrams.map(({ socket, target, family }) =>
-      `${relay.add(socket.fd, family, target)} (fd ${socket.fd}, "${socket.name}", datagrams) ` +
-      `to ${formatTarget(target)}`
-    );
+    const descriptions = datagrams.map(({ socket, target, family }) => {
+      const where = `fd ${socket.fd}, "${socket.name}"`;
+      let added;
+      try {
+        added = relay.add(socket.fd, family, target);
+      } catch (e) {
+        throw new StartError(`Cannot serve the datagram socket ${where}: ${(e as Error).message}.`);
+      }
+      return `${added.local} (${where}, datagrams) to ${formatTarget(added.target)}`;
+    });
     const streams = sockets.filter((planned) =>
       !datagrams.some((d) => d.socket === planned.socket)
     );

@@ -11,7 +11,9 @@
 #   - three restarts of the proxy while four clients keep querying over UDP, one query at a
 #     time with no retry: every query is answered, and the stopped processes' own counts add up
 #     to as many datagrams forwarded and returned (and at most as many sessions), none dropped;
-#     the socket's queue dropped nothing.
+#     the socket's queue dropped nothing;
+#   - with a drop-in --exit-idle-time=3s, the proxy exits only once the query's session has
+#     been idle for --idle-timeout (5s) and then 3s more, and the next query starts it again.
 
 DNS_README=$repo/systemd/README.md
 DNS_SERVICE=proxy-to-dnsmasq.service
@@ -204,6 +206,37 @@ dns_restarts() {
     "0 dropped; the socket's queue dropped none"
 }
 
+dns_inactive() {
+  [ "$(prop ActiveState "$DNS_SERVICE")" = inactive ]
+}
+
+dns_idle() {
+  local first second started stopped answer
+  idle_dropin "$DNS_SERVICE" 3s
+  dns_inactive || die "dns: the proxy runs after the stop"
+  answer=$(query @127.0.0.1) || die "dns: no answer from a stopped proxy: $answer"
+  [ "$answer" = "$dns_address" ] || die "dns: got '$answer'"
+  first=$(prop MainPID "$DNS_SERVICE")
+  started=$SECONDS
+  wait_until 30 dns_inactive || die "dns: the proxy did not exit when idle"
+  stopped=$SECONDS
+  [ "$(prop Result "$DNS_SERVICE")" = success ] ||
+    die "dns: the idle exit was not a success: $(prop Result "$DNS_SERVICE")"
+  # The query's session stays open for --idle-timeout=5s; only then do the 3s begin.
+  [ $((stopped - started)) -ge 7 ] || die "dns: exited after $((stopped - started))s, not 5s + 3s"
+  grep -q 'Exiting after 3s without connections' <<<"$(ct journalctl --no-pager _PID="$first")" ||
+    die "dns: no idle exit in the journal"
+  answer=$(query @127.0.0.1) || die "dns: no answer after the idle exit: $answer"
+  [ "$answer" = "$dns_address" ] || die "dns: got '$answer' after the idle exit"
+  second=$(prop MainPID "$DNS_SERVICE")
+  [ "$second" != 0 ] && [ "$second" != "$first" ] || die "dns: the next query started no new process"
+  ok "dns: with --exit-idle-time=3s the proxy exited 0 $((stopped - started))s after a query" \
+    "(its session open for --idle-timeout=5s, then 3s idle); the next query started it again" \
+    "(pid $first, then $second) and was answered"
+  ct rm -f "/etc/systemd/system/$DNS_SERVICE.d/e2e.conf"
+  ct systemctl daemon-reload
+}
+
 part_dns() {
   echo "== dns: port 53 (UDP and TCP) -> dnsmasq on 127.0.0.1:53 in its private network namespace"
   DIAG_UNITS="$DNS_SOCKET $DNS_SERVICE $DNS_BACKEND"
@@ -215,5 +248,6 @@ part_dns() {
   check_lockdown dns "$DNS_SERVICE"
   dns_namespaces
   dns_restarts
+  dns_idle
   stop_container
 }

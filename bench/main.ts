@@ -287,13 +287,14 @@ async function main(): Promise<number> {
   const udpSummaries = summarizeUdp(udpSamples);
   const udpTargets = checkUdpTargets(udpSummaries);
   const targets: TargetResult[] = [...checkTargets(summaries), ...udpTargets];
-  const table = markdown(summaries, targets, contenders);
+  const table = summaries.length === 0 ? "" : markdown(summaries, targets, contenders);
   const udpTable = udpSummaries.length === 0 ? "" : [
     `## UDP: DNS through dnsmasq`,
     ``,
     `dnsperf 4 and 64 clients (\`-q 100 -t 1\`), after a warm-up from the same client ports; ` +
     `latency from \`-v\`. Idle memory: VmRSS growth of the proxy per session held ` +
-    `(socat: PSS summed over its processes, one per client).`,
+    `(socat: PSS summed over its processes, one per client; at most 500 sessions). nginx: ` +
+    `\`listen … udp\`, one worker, \`proxy_timeout 10m\`; ours: \`--idle-timeout=10min\`.`,
     ``,
     udpMarkdown(udpSummaries, udpTargets, UDP_CONTENDERS),
   ].join("\n");
@@ -314,8 +315,7 @@ async function main(): Promise<number> {
     `${subtitle}. Medians over rounds; ratios are of medians. ` +
     `Contenders: ${contenders.join(", ")}.`,
     ``,
-    table,
-    ``,
+    ...(table ? [table, ``] : []),
     ...(udpTable ? [udpTable, ``] : []),
     `## Targets`,
     ``,
@@ -323,8 +323,7 @@ async function main(): Promise<number> {
     ...(failures.length ? ["", "## Failures", "", ...failureLines] : []),
     ``,
   ].join("\n");
-  console.log(table);
-  console.log();
+  if (table) console.log(`${table}\n`);
   if (udpTable) console.log(`${udpTable}\n`);
   console.log(targetLines.join("\n"));
   if (failureLines.length) console.log(`\nFailures:\n${failureLines.join("\n")}`);

@@ -403,35 +403,58 @@ function memoryKiB(contender: UdpContender, pid: number): number {
  */
 const BATCH: Record<UdpContender, number> = { direct: 100, ours: 100, nginx: 100, socat: 1 };
 
+/** socat's sessions are processes: this many are enough to tell its cost per session. */
+const SOCAT_SESSIONS_MAX = 500;
+
+/** Opens `count` sessions through `port`, `batch` at a time; resolves with how many answered. */
+async function openSessions(
+  port: number,
+  count: number,
+  batch: number,
+  sockets: Deno.DatagramConn[],
+): Promise<number> {
+  let answered = 0;
+  for (let i = 0; i < count; i += batch) {
+    const some = Array.from(
+      { length: Math.min(batch, count - i) },
+      () => Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 }),
+    );
+    sockets.push(...some);
+    const got = await Promise.all(some.map((s) => ask(s, port, 5, 500)));
+    answered += got.filter(Boolean).length;
+  }
+  return answered;
+}
+
 /**
- * Idle memory per open session: `ctx.sessions` client sockets each send one query through the
- * proxy and get its answer; the growth of the proxy's memory while they are open, per session.
+ * Idle memory per open session: client sockets each send one query through the proxy and get
+ * its answer (`ctx.sessions` of them; socat {@link SOCAT_SESSIONS_MAX}); the growth of the
+ * proxy's memory while they are open, per session. Also the marginal cost, from half of them
+ * to all, which leaves out one-time growth (V8's heap steps, the first session's buffers).
  */
 export async function idle(contender: UdpContender, ctx: UdpContext): Promise<UdpSamples> {
   if (contender === "direct") return {};
-  const inst = await startUdp(contender, ctx, ctx.sessions);
+  const wanted = contender === "socat" ? Math.min(ctx.sessions, SOCAT_SESSIONS_MAX) : ctx.sessions;
+  const half = Math.floor(wanted / 2);
+  const inst = await startUdp(contender, ctx, wanted);
   const pid = inst.pid!;
   const sockets: Deno.DatagramConn[] = [];
   try {
     await delay(500);
     const before = memoryKiB(contender, pid);
-    let answered = 0;
-    for (let i = 0; i < ctx.sessions; i += BATCH[contender]) {
-      const batch = Array.from(
-        { length: Math.min(BATCH[contender], ctx.sessions - i) },
-        () => Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 }),
-      );
-      sockets.push(...batch);
-      const got = await Promise.all(batch.map((s) => ask(s, inst.port, 5, 500)));
-      answered += got.filter(Boolean).length;
-    }
-    if (answered < ctx.sessions * 0.95) {
-      throw new Error(`only ${answered} of ${ctx.sessions} sessions were answered`);
+    const first = await openSessions(inst.port, half, BATCH[contender], sockets);
+    await delay(500);
+    const middle = memoryKiB(contender, pid);
+    const second = await openSessions(inst.port, wanted - half, BATCH[contender], sockets);
+    const answered = first + second;
+    if (answered < wanted * 0.95) {
+      throw new Error(`only ${answered} of ${wanted} sessions were answered`);
     }
     await delay(1000);
     const during = memoryKiB(contender, pid);
     return {
       udp_idle_kib_per_session: [(during - before) / answered],
+      udp_idle_marginal_kib_per_session: [second > 0 ? (during - middle) / second : NaN],
       udp_idle_sessions: [answered],
       udp_idle_base_mib: [before / 1024],
       udp_idle_total_mib: [during / 1024],

@@ -56,6 +56,13 @@ export const UDP_METRICS: readonly UdpMetric[] = [
   m("udp_idle_kib_per_session", "Idle memory per UDP session", "KiB", "lower", 2, [
     { kind: "absolute", max: 4 },
   ]),
+  m(
+    "udp_idle_marginal_kib_per_session",
+    "Idle memory per UDP session, marginal (N/2 → N)",
+    "KiB",
+    "lower",
+    2,
+  ),
   m("udp_idle_sessions", "UDP sessions held", "", "higher", 0),
   m("udp_idle_base_mib", "Proxy memory before the sessions", "MiB", "lower", 1),
   m("udp_idle_total_mib", "Proxy memory with the sessions", "MiB", "lower", 1, [], false),

@@ -67,6 +67,20 @@ export function freeUdpPort(): number {
   return port;
 }
 
+/** A port on 127.0.0.1 free for UDP and for TCP a moment ago (dnsmasq listens on both). */
+function freeDnsPort(): number {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = freeUdpPort();
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // Taken for TCP: try another.
+    }
+  }
+  throw new Error("no port free for both UDP and TCP on 127.0.0.1");
+}
+
 /** The first of `count` consecutive UDP ports that were all free a moment ago (dnsperf -x). */
 function freePortRun(count: number): number {
   for (let attempt = 0; attempt < 100; attempt++) {
@@ -141,7 +155,7 @@ async function probe(port: number, what: string, timeoutMs = 10_000): Promise<vo
 
 /** Starts dnsmasq answering {@link QUERY_NAME} from its configuration, on 127.0.0.1 only. */
 export async function startDnsmasq(dir: string): Promise<Backend> {
-  const port = freeUdpPort();
+  const port = freeDnsPort();
   const proc = spawn("dnsmasq", "/usr/sbin/dnsmasq", [
     "--keep-in-foreground",
     "--conf-file=/dev/null",

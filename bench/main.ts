@@ -40,7 +40,7 @@ import {
   summarizeUdp,
   type UdpAllSamples,
   udpChartRows,
-  udpMarkdown,
+  udpSection,
 } from "./lib/udpreport.ts";
 import {
   ensureTools,
@@ -288,20 +288,12 @@ async function main(): Promise<number> {
   const udpTargets = checkUdpTargets(udpSummaries);
   const targets: TargetResult[] = [...checkTargets(summaries), ...udpTargets];
   const table = summaries.length === 0 ? "" : markdown(summaries, targets, contenders);
-  const udpTable = udpSummaries.length === 0 ? "" : [
-    `## UDP: DNS through dnsmasq`,
-    ``,
-    `dnsperf 4 and 64 clients (\`-q 100 -t 1\`), after a warm-up from the same client ports; ` +
-    `latency from \`-v\`. Idle memory: VmRSS growth of the proxy per session held ` +
-    `(socat: PSS summed over its processes, one per client; at most 500 sessions). nginx: ` +
-    `\`listen … udp\`, one worker, \`proxy_timeout 10m\`; ours: \`--idle-timeout=10min\`.`,
-    ``,
-    udpMarkdown(udpSummaries, udpTargets, UDP_CONTENDERS),
-  ].join("\n");
+  const udpTable = udpSummaries.length === 0 ? "" : udpSection(udpSummaries, udpTargets);
   const elapsed = (performance.now() - started) / 1e3;
   const subtitle = `${machine.nproc}× ${machine.cpuModel}, Linux ${machine.kernel}, Deno ` +
     `${machine.deno}; ${rounds} round(s), ${settings.durationS} s runs, ` +
-    `${settings.idleConnections} idle conns; ${new Date().toISOString().slice(0, 16)}Z`;
+    (table ? `${settings.idleConnections} idle conns; ` : "") +
+    `${new Date().toISOString().slice(0, 16)}Z`;
   const targetLines = targets.map((t) =>
     `- ${t.met === null ? "?" : t.met ? "✅ met" : "❌ missed"}: ${t.description} ` +
     `(measured ${Number.isNaN(t.value) ? "–" : t.value.toFixed(2)})`
@@ -313,7 +305,8 @@ async function main(): Promise<number> {
     `# socket-proxyd benchmark`,
     ``,
     `${subtitle}. Medians over rounds; ratios are of medians. ` +
-    `Contenders: ${contenders.join(", ")}.`,
+    (table ? `Contenders: ${contenders.join(", ")}.` : "") +
+    (udpTable ? ` UDP: ${UDP_CONTENDERS.join(", ")}.` : ""),
     ``,
     ...(table ? [table, ``] : []),
     ...(udpTable ? [udpTable, ``] : []),

@@ -5,7 +5,7 @@
  */
 import { median, type TargetResult } from "./report.ts";
 import type { ChartRow } from "./svg.ts";
-import type { UdpContender } from "./udp.ts";
+import { UDP_CONTENDERS, type UdpContender } from "./udp.ts";
 
 /** A target for "ours": a ratio to another contender, or a bound on our median. */
 export type UdpTarget =
@@ -187,6 +187,28 @@ export function udpMarkdown(
     lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
+}
+
+/** The UDP section of the Markdown report: how it was measured, the load, and the table. */
+export function udpSection(
+  summaries: readonly UdpSummary[],
+  targets: readonly TargetResult[],
+): string {
+  const loads = summaries.filter((s) => s.metric.id.startsWith("udp_load1_"))
+    .flatMap((s) => [s.min, s.medians, s.max].flatMap((by) => Object.values(by)));
+  const load = loads.length === 0 ? "" : ` The 1-minute load average at the end of the DNS ` +
+    `runs was ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`;
+  return [
+    `## UDP: DNS through dnsmasq`,
+    ``,
+    `dnsperf with 4 and 64 clients (\`-q 100 -t 1\`), each run after warm-up runs from the same ` +
+    `client ports until one loses no query; latency from \`-v\`. Idle memory: VmRSS growth of ` +
+    `the proxy per session held (socat: PSS summed over its processes, one per client; at most ` +
+    `500 sessions). nginx: \`listen … udp\`, one worker, \`proxy_timeout 10m\`; ours: ` +
+    `\`--idle-timeout=10min\`, the deployment wrapper over the bundle.${load}`,
+    ``,
+    udpMarkdown(summaries, targets, UDP_CONTENDERS),
+  ].join("\n");
 }
 
 /** The chart's rows: ours against nginx (and socat where it has a target), right = better. */

@@ -1,6 +1,11 @@
 import { deepEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
 import { dnsQuery, parseDnsperf, quantile } from "../../bench/lib/udp.ts";
-import { checkUdpTargets, summarizeUdp, udpMarkdown } from "../../bench/lib/udpreport.ts";
+import {
+  checkUdpTargets,
+  summarizeUdp,
+  udpMarkdown,
+  udpSection,
+} from "../../bench/lib/udpreport.ts";
 
 const OUTPUT = `DNS Performance Testing Tool
 Version 2.10.0
@@ -74,4 +79,15 @@ Deno.test("UDP targets compare ours with nginx and socat, and bound memory per s
 Deno.test("a UDP target without the other contender's median is unknown, not met", () => {
   const targets = checkUdpTargets(summarizeUdp({ udp_qps_c4: { ours: [50] } }));
   assertEquals(targets.map((t) => t.met), [null]);
+});
+
+Deno.test("the UDP section says the load average over the DNS runs", () => {
+  const summaries = summarizeUdp({
+    udp_qps_c4: { ours: [50], nginx: [40] },
+    udp_load1_c4: { ours: [3.25, 2], nginx: [4] },
+    udp_load1_c64: { direct: [1.5] },
+  });
+  const section = udpSection(summaries, checkUdpTargets(summaries));
+  assert(section.includes("The 1-minute load average at the end of the DNS runs was 1.5–4.0."));
+  assert(section.includes("| DNS queries, 4 clients | q/s | – | 50 | 40 | – | – | 1.25× | – |"));
 });

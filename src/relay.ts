@@ -14,7 +14,8 @@ import { systemResolver } from "./dial.ts";
 import { MessageBatch } from "./batch.ts";
 import { ERRNO, type Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "./admission.ts";
-import { log, Throttle } from "./log.ts";
+import { ThrottledLog } from "./log.ts";
+import { REFUSAL_LOG_INTERVAL_MS } from "./refusals.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
   AF_INET,
@@ -171,8 +172,25 @@ export class Relay {
   /** Listeners with replies waiting to be sent. */
   readonly #replying = new Set<DatagramListener>();
   readonly #sessions = new Map<string, Session>();
-  readonly #refusals = new Throttle(1000);
-  readonly #failures = new Throttle(1000);
+  readonly #refusals: Record<Refusal, ThrottledLog> = {
+    full: new ThrottledLog(
+      "warning",
+      REFUSAL_LOG_INTERVAL_MS,
+      (held) =>
+        `Hit connection limit: ${held} more datagram(s) from new clients dropped since the last message.`,
+    ),
+    source: new ThrottledLog(
+      "warning",
+      REFUSAL_LOG_INTERVAL_MS,
+      (held) =>
+        `Hit per-source connection limit: ${held} more datagram(s) from new clients dropped since the last message.`,
+    ),
+  };
+  readonly #failures = new ThrottledLog(
+    "error",
+    1000,
+    (held) => `Failed to forward datagrams: ${held} more failed since the last message.`,
+  );
   readonly #counts: RelayCounts = {
     sessions: 0,
     forwarded: 0,
@@ -246,8 +264,14 @@ export class Relay {
     }
   }
 
-  /** Stops reading clients; what they send meanwhile stays queued in the passed sockets. */
+  /**
+   * Stops reading clients; what they send meanwhile stays queued in the passed sockets. The
+   * counts of log lines held back are written now.
+   */
   stopReading(): void {
+    for (const lines of [this.#refusals.full, this.#refusals.source, this.#failures]) {
+      lines.flush();
+    }
     for (const listener of this.#listeners) {
       if (listener.token !== null) this.#poller.remove(listener.fd, listener.token);
       listener.token = null;
@@ -335,18 +359,12 @@ export class Relay {
   }
 
   #refused(why: Refusal, client: Uint8Array, source: string | null): void {
-    const held = this.#refusals.hit();
-    if (held === null) return;
     const { max, perSource } = this.#admission.limits;
-    const more = held > 0 ? `; ${held} more dropped since the last message)` : ")";
-    log(
-      "warning",
+    this.#refusals[why].hit(() =>
       why === "full"
-        ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open${more}`
+        ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open)`
         : `Hit per-source connection limit, dropping a datagram from ` +
-          `${
-            formatSocketAddress(decode(client))
-          } (${perSource} sessions open from ${source}${more}`,
+          `${formatSocketAddress(decode(client))} (${perSource} sessions open from ${source})`
     );
   }
 
@@ -397,13 +415,9 @@ export class Relay {
   }
 
   #failed(session: Session, why: string): void {
-    const held = this.#failures.hit();
-    if (held === null) return;
-    log(
-      "error",
+    this.#failures.hit(() =>
       `Failed to forward datagrams to ${formatTarget(session.listener.target)} for ` +
-        `${formatSocketAddress(session.client === null ? null : decode(session.client))}: ${why}` +
-        (held > 0 ? ` (${held} more failed since the last message)` : ""),
+      `${formatSocketAddress(session.client === null ? null : decode(session.client))}: ${why}`
     );
   }
 

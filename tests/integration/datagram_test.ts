@@ -291,6 +291,13 @@ Deno.test("a flood of distinct client addresses against -c 4: dropped, counted, 
     const counts = await stopProxy(proxy);
     equal(counts.sessions, 4);
     equal(counts.dropped, flooded, "every datagram of a refused client is counted");
+    match(proxy.stderr, new RegExp(`${flooded} dropped \\(${flooded} over --connections-max\\)`));
+    // Every refusal is in the log: the lines, and the counts of those held back (at the latest
+    // written at stop).
+    const held = [...proxy.stderr.matchAll(/: (\d+) more datagram\(s\) from new clients dropped/g)]
+      .reduce((sum, m) => sum + Number(m[1]), 0);
+    const logged = (proxy.stderr.match(/dropping a datagram from a new client/g) ?? []).length;
+    equal(logged + held, flooded, "each refusal logged or counted in a later line");
     equal(counts.forwarded, 4 + 253);
     equal(counts.returned, 4 + 253);
     console.log(

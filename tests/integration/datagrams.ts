@@ -175,7 +175,8 @@ export interface StopCounts {
 
 const STOP_LINE = new RegExp(
   "Stopped: (\\d+) connection\\(s\\) served, none cut off; (\\d+) session\\(s\\) open, " +
-    "(\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) dropped, none cut off\\.",
+    "(\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) dropped" +
+    "(?: \\([^)]*\\))?, none cut off\\.",
 );
 
 /** Sends SIGTERM, waits for the exit (0) and returns the stop line's counts. */

@@ -21,8 +21,11 @@ import {
 } from "./datagrams.ts";
 import {
   DENO_RUN,
+  echoBackend,
+  expectClosed,
   MAIN,
   NotifyReceiver,
+  ping,
   Process,
   pseudoRandomBytes,
   ROOT,
@@ -32,6 +35,7 @@ import {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 
 /** Starts the proxy on a UDP socket at 127.0.0.1:port; it runs from the first datagram on. */
 function startUdpProxy(port: number, args: string[], listen = [`127.0.0.1:${port}`]) {
@@ -95,6 +99,31 @@ Deno.test("datagram boundaries: 0, 1, 1472 and 65,507 bytes pass intact, one for
   }
 });
 
+Deno.test("IPv6: a [::1] listener to a [::1]:PORT target; -c 1 admits one session", async () => {
+  const backend = udpEcho("::1");
+  const port = freeUdpPort("::1");
+  const proxy = await startUdpProxy(port, ["-c", "1", `[::1]:${backend.port}`], [`[::1]:${port}`]);
+  const [first, second] = [new UdpEnd("::1"), new UdpEnd("::1")];
+  try {
+    const data = pseudoRandomBytes(1452, 6);
+    const [back, from] = await first.ask(data, "::1", port, 30_000);
+    deepEqual(back, data);
+    deepEqual([from.hostname, from.port], ["::1", port]);
+    await proxy.waitForLog(/Forwarding \[::1\]:\d+ \(fd 3, "unknown", datagrams\) to \[::1\]:\d+/);
+    // The one session allowed is taken: the second client is dropped.
+    await second.send(encoder.encode("over"), "::1", port);
+    await first.ask(encoder.encode("again"), "::1", port);
+    await proxy.waitForLog(/Hit connection limit, dropping a datagram from a new client/);
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [1, 2, 2, 1]);
+  } finally {
+    await first.close();
+    await second.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
 Deno.test("64 clients at once: one session each, every reply to its client, in order", async () => {
   // The backend sees one stable peer (the session's socket) per client.
   const peers = new Set<number>();
@@ -130,8 +159,6 @@ Deno.test("64 clients at once: one session each, every reply to its client, in o
     await backend.close();
   }
 });
-
-const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 
 Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kdig, a 4 KB answer", async () => {
   const dns = await Dnsmasq.start(freeTcpUdpPort());
@@ -184,6 +211,51 @@ Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kd
   } finally {
     await proxy.stop();
     await dns.stop();
+  }
+});
+
+Deno.test("-c counts stream connections and datagram sessions apart", async () => {
+  const backendPort = freeTcpUdpPort();
+  const tcpBackend = echoBackend({ hostname: "127.0.0.1", port: backendPort });
+  const udpBackend = udpEcho("127.0.0.1", backendPort);
+  const port = freeTcpUdpPort();
+  const proxy = new Process(LAUNCHER, [
+    `--tcp=${port}`,
+    `--udp=${port}`,
+    "--",
+    ...DENO_RUN,
+    MAIN,
+    "-c",
+    "1",
+    `127.0.0.1:${backendPort}`,
+  ]);
+  const [first, second] = [new UdpEnd(), new UdpEnd()];
+  let held: Deno.Conn | undefined;
+  try {
+    await proxy.waitForLog(/Forwarding /);
+    held = await Deno.connect({ hostname: "127.0.0.1", port });
+    ok(await ping(held, 1), "one connection");
+    const [data] = await first.ask(encoder.encode("session"), "127.0.0.1", port);
+    equal(decoder.decode(data), "session", "and one session beside it");
+    await second.send(encoder.encode("over"), "127.0.0.1", port);
+    await first.ask(encoder.encode("again"), "127.0.0.1", port);
+    const refused = await Deno.connect({ hostname: "127.0.0.1", port });
+    await expectClosed(refused);
+    refused.close();
+    ok(await ping(held, 2), "the held connection goes on");
+    held.close();
+    held = undefined;
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.sessions, counts.forwarded, counts.dropped], [1, 2, 1]);
+    match(proxy.stderr, /Hit connection limit, refusing connection/);
+    match(proxy.stderr, /Hit connection limit, dropping a datagram from a new client \(1 sessions/);
+  } finally {
+    held?.close();
+    await first.close();
+    await second.close();
+    await proxy.stop();
+    await tcpBackend.close();
+    await udpBackend.close();
   }
 });
 

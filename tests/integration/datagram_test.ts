@@ -259,6 +259,31 @@ Deno.test("-c counts stream connections and datagram sessions apart", async () =
   }
 });
 
+Deno.test("the DNS query that starts the proxy is answered (dig and kdig, one try each)", async () => {
+  const dns = await Dnsmasq.start(freeTcpUdpPort());
+  const once: Record<string, string[]> = {
+    dig: ["+tries=1", "+timeout=30"],
+    kdig: ["+retry=0", "+timeout=30"],
+  };
+  try {
+    for (const [client, options] of Object.entries(once)) {
+      const port = freeUdpPort();
+      const proxy = await startUdpProxy(port, [`127.0.0.1:${dns.port}`]);
+      try {
+        const server = ["@127.0.0.1", "-p", String(port)];
+        const answer = await dnsQuery(client, [...server, ...options, "+short", "a.test"]);
+        equal(answer.trim(), "192.0.2.1", client);
+        const counts = await stopProxy(proxy);
+        deepEqual([counts.forwarded, counts.returned], [1, 1]);
+      } finally {
+        await proxy.stop();
+      }
+    }
+  } finally {
+    await dns.stop();
+  }
+});
+
 Deno.test("refused at start: --proxy-protocol or a vsock target with a datagram socket", async () => {
   const cases: Array<[string[], RegExp]> = [
     [
@@ -478,6 +503,35 @@ Deno.test("SIGTERM: a session waiting for its reply still gets it; the stop line
     await answered.close();
     await proxy.stop();
     await backend.close();
+  }
+});
+
+Deno.test("SIGTERM: an unanswered session ends after a quiet second, or is cut off by --drain-timeout", async () => {
+  for (const drainTimeout of [null, "200ms"]) {
+    const backend = new UdpEnd(); // Never answers.
+    const port = freeUdpPort();
+    const args = drainTimeout === null ? [] : [`--drain-timeout=${drainTimeout}`];
+    const proxy = await startUdpProxy(port, [...args, `127.0.0.1:${backend.port}`]);
+    const client = new UdpEnd();
+    try {
+      await client.send(encoder.encode("unanswered"), "127.0.0.1", port);
+      await backend.next(30_000);
+      proxy.child.kill("SIGTERM");
+      const { code, stderr } = await proxy.exit();
+      equal(code, 0, stderr);
+      const ending = drainTimeout === null ? "none cut off" : "1 cut off by the drain timeout";
+      match(
+        stderr,
+        new RegExp(
+          "; 0 session\\(s\\) open, 1 served, datagrams 1 forwarded, 0 returned, 0 dropped, " +
+            `${ending}\\.`,
+        ),
+      );
+    } finally {
+      await client.close();
+      await proxy.stop();
+      await backend.close();
+    }
   }
 });
 

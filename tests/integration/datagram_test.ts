@@ -316,12 +316,14 @@ Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", a
     listen: [`127.0.0.1:${port}`],
     args: ["127.0.0.1:9"],
     activateFlags: ["--datagram"],
+    // The deployment set without --allow-ffi (the Deno under test, as DENO_RUN's).
     denoRun: [
-      Deno.execPath(),
+      DENO_RUN[0],
       "run",
       "-q",
       "--no-prompt",
-      `--config=${ROOT}deno.json`,
+      "--no-config",
+      "--unstable-net",
       "--allow-net",
       `--allow-env=${permissions.env.join(",")}`,
     ],

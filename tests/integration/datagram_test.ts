@@ -403,6 +403,55 @@ Deno.test("a flood of distinct client addresses against -c 4: dropped, counted, 
   }
 });
 
+Deno.test("out of descriptors (ulimit -n 64): sessions that get no socket are dropped, counted; all recovers", async () => {
+  const backendPort = freeTcpUdpPort();
+  const tcpBackend = echoBackend({ hostname: "127.0.0.1", port: backendPort });
+  const udpBackend = udpEcho("127.0.0.1", backendPort);
+  const port = freeTcpUdpPort();
+  const receiver = new NotifyReceiver(`\0socket-proxyd-test-${crypto.randomUUID()}`);
+  const proxy = new Process("sh", [
+    "-c",
+    'ulimit -n 64 && exec "$@"',
+    "sh",
+    LAUNCHER,
+    `--tcp=${port}`,
+    `--udp=${port}`,
+    "--",
+    ...DENO_RUN,
+    MAIN,
+    "--idle-timeout=1s",
+    `127.0.0.1:${backendPort}`,
+  ], { NOTIFY_SOCKET: receiver.address });
+  const clients = Array.from({ length: 80 }, () => new UdpEnd());
+  try {
+    await proxy.waitForLog(/Forwarding /);
+    let answered = 0;
+    await Promise.all(clients.map(async (client) => {
+      await client.send(new Uint8Array([1]), "127.0.0.1", port);
+      await client.next(3000).then(() => answered++, () => {});
+    }));
+    ok(answered > 0 && answered < clients.length, `${answered} of ${clients.length} answered`);
+    ok(fdCount(proxy.child.pid) <= 64);
+    await proxy.waitForLog(/cannot open a socket \(errno 24\)/);
+    // Once the sessions have ended (--idle-timeout), new clients of either kind are served.
+    await receiver.waitFor((m) => /; 0 session\(s\) open, [1-9]\d* served/.test(m.STATUS ?? ""));
+    const [data] = await clients[0].ask(encoder.encode("later"), "127.0.0.1", port);
+    equal(decoder.decode(data), "later");
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    ok(await ping(conn, 3), "a stream connection too");
+    conn.close();
+    const counts = await stopProxy(proxy);
+    equal(counts.forwarded + counts.dropped, clients.length + 1, "every datagram accounted for");
+    equal(counts.returned, answered + 1);
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+    await proxy.stop();
+    await receiver.close();
+    await tcpBackend.close();
+    await udpBackend.close();
+  }
+});
+
 Deno.test("idle exit: --exit-idle-time=1s after the last session ends (--idle-timeout=1s), not before", async () => {
   const backend = udpEcho();
   const port = freeUdpPort();

@@ -9,15 +9,14 @@
 #     message that names the floor and VERSION, before it serves anything;
 #   - at or above it: the integration tests of forwarding and half-close (fast and portable
 #     paths), adoption and activation edges, inetd style, running from a URL, the runtime checks
-#     (private APIs missing, a Deno that adopts without serving), recovery from running out
-#     of file descriptors and datagram sockets (libc through FFI), with the program run by
-#     VERSION (SOCKET_PROXYD_TEST_DENO).
+#     (private APIs missing, a Deno that adopts without serving) and recovery from running out
+#     of file descriptors, with the program run by VERSION (SOCKET_PROXYD_TEST_DENO).
 # Prints one summary line per version and exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
 
-[ "$#" -gt 0 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ "$#" -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 tests=(
   tests/integration/forwarding_test.ts
   tests/integration/startup_test.ts
@@ -25,7 +24,6 @@ tests=(
   tests/integration/url_test.ts
   tests/integration/runtime_test.ts
   tests/faults/fds_test.ts
-  tests/integration/datagram_test.ts
 )
 floor=$(sed -n 's/^export const DENO_FLOOR = "\(.*\)";$/\1/p' src/runtime.ts)
 [ -n "$floor" ] || { echo "no DENO_FLOOR in src/runtime.ts" >&2; exit 2; }

@@ -66,6 +66,7 @@ Deno.test("the first datagram, queued before the proxy runs, is answered; replie
       forwarded: 21,
       returned: 21,
       dropped: 0,
+      refusedBecause: "",
     });
   } finally {
     await client.close();
@@ -116,6 +117,7 @@ Deno.test("IPv6: a [::1] listener to a [::1]:PORT target; -c 1 admits one sessio
     await proxy.waitForLog(/Hit connection limit, dropping a datagram from a new client/);
     const counts = await stopProxy(proxy);
     deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [1, 2, 2, 1]);
+    equal(counts.refusedBecause, "1 over --connections-max");
   } finally {
     await first.close();
     await second.close();
@@ -247,6 +249,7 @@ Deno.test("-c counts stream connections and datagram sessions apart", async () =
     held = undefined;
     const counts = await stopProxy(proxy);
     deepEqual([counts.sessions, counts.forwarded, counts.dropped], [1, 2, 1]);
+    equal(counts.refusedBecause, "1 over --connections-max");
     match(proxy.stderr, /Hit connection limit, refusing connection/);
     match(proxy.stderr, /Hit connection limit, dropping a datagram from a new client \(1 sessions/);
   } finally {
@@ -390,6 +393,7 @@ Deno.test("a flood of distinct client addresses against -c 4: dropped, counted, 
     const counts = await stopProxy(proxy);
     equal(counts.sessions, 4);
     equal(counts.dropped, flooded, "every datagram of a refused client is counted");
+    equal(counts.refusedBecause, `${flooded} over --connections-max`);
     equal(counts.forwarded, 4 + 253);
     equal(counts.returned, 4 + 253);
     console.log(

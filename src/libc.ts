@@ -5,7 +5,7 @@
  * Least privilege: {@link openLibc} opens libc with just the symbols the datagram relay needs,
  * and {@link dropFfi} then gives up Deno's FFI permission for good: the loaded symbols keep
  * working, but no other library can be opened and no pointer made or read from JavaScript. The
- * few addresses the relay needs (of its own buffers, for `recvmsg`/`sendmsg`) come from libc
+ * few addresses the relay needs (of its own buffers, for `recvmmsg`/`sendmmsg`) come from libc
  * itself ({@link Libc.addressOf}), so no pointer API is ever needed, and a path-scoped
  * `--allow-ffi=/PATH/libc.so.6` is enough.
  * @module
@@ -32,7 +32,6 @@ const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "usize"], result: "i32" },
   sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },

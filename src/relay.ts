@@ -429,33 +429,52 @@ export class Relay {
     this.#counts.forwarded++;
   }
 
-  /** Takes the backend's datagrams straight into the listener's reply batch. */
+  /**
+   * Takes the backend's datagrams straight into the listener's reply batch, as many as are
+   * queued with one `recvmmsg` (fewer than asked for: the queue is empty, no call to find out).
+   */
   #readBackend(session: Session, events: number): void {
     this.#now = performance.now();
-    const call = this.#libc.call;
     const replies = session.listener.replies;
     if ((events & EPOLLERR) !== 0) this.#clearError(session);
-    for (;;) {
+    for (let retried = false;;) {
       if (replies.count === replies.size) this.#sendRepliesOf(session.listener);
-      const slot = replies.count;
-      const n = Number(
-        call.recv(session.fd, replies.data(slot), replies.slotSize, MSG_DONTWAIT | MSG_TRUNC),
-      );
-      if (n < 0) {
-        if (this.#libc.errno() === ERRNO.ECONNREFUSED) continue; // Counted as the error it is.
+      const first = replies.count;
+      const room = replies.size - first;
+      replies.prepareReceiveFrom(first);
+      const got = this.#libc.call.recvmmsg(session.fd, replies.from(first), room, MSG_DONTWAIT, 0n);
+      if (got < 0) {
+        // A refusal the kernel kept (ICMP port unreachable): counted as the error it is, and
+        // what is queued behind it is still read.
+        if (!retried && this.#libc.errno() === ERRNO.ECONNREFUSED) {
+          retried = true;
+          continue;
+        }
         break;
       }
-      session.lastActive = this.#now;
-      session.replied++;
-      if (n >= replies.slot || session.client === null) {
+      this.#takeReplies(session, first, got);
+      if (got < room) break;
+    }
+    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+  }
+
+  /** Readies the `got` datagrams received from slot `first` on to go to the session's client. */
+  #takeReplies(session: Session, first: number, got: number): void {
+    const replies = session.listener.replies;
+    session.lastActive = this.#now;
+    session.replied += got;
+    let next = first;
+    for (let i = first; i < first + got; i++) {
+      const n = replies.length(i);
+      if (session.client === null || n >= replies.slot || (replies.flags(i) & MSG_TRUNC) !== 0) {
         this.#counts.dropped++;
         continue;
       }
-      replies.prepareSend(slot, session.client, session.replyControl, n);
-      replies.count++;
-      this.#replying.add(session.listener);
+      if (next !== i) replies.move(i, next, n);
+      replies.prepareSend(next++, session.client, session.replyControl, n);
     }
-    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+    replies.count = next;
+    if (next > 0) this.#replying.add(session.listener);
   }
 
   #clearError(session: Session): void {

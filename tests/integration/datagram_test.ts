@@ -21,8 +21,11 @@ import {
 } from "./datagrams.ts";
 import {
   DENO_RUN,
+  echoBackend,
+  expectClosed,
   MAIN,
   NotifyReceiver,
+  ping,
   Process,
   pseudoRandomBytes,
   ROOT,
@@ -32,6 +35,7 @@ import {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 
 /** Starts the proxy on a UDP socket at 127.0.0.1:port; it runs from the first datagram on. */
 function startUdpProxy(port: number, args: string[], listen = [`127.0.0.1:${port}`]) {
@@ -62,6 +66,7 @@ Deno.test("the first datagram, queued before the proxy runs, is answered; replie
       forwarded: 21,
       returned: 21,
       dropped: 0,
+      refusedBecause: "",
     });
   } finally {
     await client.close();
@@ -90,6 +95,32 @@ Deno.test("datagram boundaries: 0, 1, 1472 and 65,507 bytes pass intact, one for
     equal(counts.dropped, 0);
   } finally {
     await client.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("IPv6: a [::1] listener to a [::1]:PORT target; -c 1 admits one session", async () => {
+  const backend = udpEcho("::1");
+  const port = freeUdpPort("::1");
+  const proxy = await startUdpProxy(port, ["-c", "1", `[::1]:${backend.port}`], [`[::1]:${port}`]);
+  const [first, second] = [new UdpEnd("::1"), new UdpEnd("::1")];
+  try {
+    const data = pseudoRandomBytes(1452, 6);
+    const [back, from] = await first.ask(data, "::1", port, 30_000);
+    deepEqual(back, data);
+    deepEqual([from.hostname, from.port], ["::1", port]);
+    await proxy.waitForLog(/Forwarding \[::1\]:\d+ \(fd 3, "unknown", datagrams\) to \[::1\]:\d+/);
+    // The one session allowed is taken: the second client is dropped.
+    await second.send(encoder.encode("over"), "::1", port);
+    await first.ask(encoder.encode("again"), "::1", port);
+    await proxy.waitForLog(/Hit connection limit, dropping a datagram from a new client/);
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [1, 2, 2, 1]);
+    equal(counts.refusedBecause, "1 over --connections-max");
+  } finally {
+    await first.close();
+    await second.close();
     await proxy.stop();
     await backend.close();
   }
@@ -130,8 +161,6 @@ Deno.test("64 clients at once: one session each, every reply to its client, in o
     await backend.close();
   }
 });
-
-const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 
 Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kdig, a 4 KB answer", async () => {
   const dns = await Dnsmasq.start(freeTcpUdpPort());
@@ -187,6 +216,77 @@ Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kd
   }
 });
 
+Deno.test("-c counts stream connections and datagram sessions apart", async () => {
+  const backendPort = freeTcpUdpPort();
+  const tcpBackend = echoBackend({ hostname: "127.0.0.1", port: backendPort });
+  const udpBackend = udpEcho("127.0.0.1", backendPort);
+  const port = freeTcpUdpPort();
+  const proxy = new Process(LAUNCHER, [
+    `--tcp=${port}`,
+    `--udp=${port}`,
+    "--",
+    ...DENO_RUN,
+    MAIN,
+    "-c",
+    "1",
+    `127.0.0.1:${backendPort}`,
+  ]);
+  const [first, second] = [new UdpEnd(), new UdpEnd()];
+  let held: Deno.Conn | undefined;
+  try {
+    await proxy.waitForLog(/Forwarding /);
+    held = await Deno.connect({ hostname: "127.0.0.1", port });
+    ok(await ping(held, 1), "one connection");
+    const [data] = await first.ask(encoder.encode("session"), "127.0.0.1", port);
+    equal(decoder.decode(data), "session", "and one session beside it");
+    await second.send(encoder.encode("over"), "127.0.0.1", port);
+    await first.ask(encoder.encode("again"), "127.0.0.1", port);
+    const refused = await Deno.connect({ hostname: "127.0.0.1", port });
+    await expectClosed(refused);
+    refused.close();
+    ok(await ping(held, 2), "the held connection goes on");
+    held.close();
+    held = undefined;
+    const counts = await stopProxy(proxy);
+    deepEqual([counts.sessions, counts.forwarded, counts.dropped], [1, 2, 1]);
+    equal(counts.refusedBecause, "1 over --connections-max");
+    match(proxy.stderr, /Hit connection limit, refusing connection/);
+    match(proxy.stderr, /Hit connection limit, dropping a datagram from a new client \(1 sessions/);
+  } finally {
+    held?.close();
+    await first.close();
+    await second.close();
+    await proxy.stop();
+    await tcpBackend.close();
+    await udpBackend.close();
+  }
+});
+
+Deno.test("the DNS query that starts the proxy is answered (dig and kdig, one try each)", async () => {
+  const dns = await Dnsmasq.start(freeTcpUdpPort());
+  const once: Record<string, string[]> = {
+    dig: ["+tries=1", "+timeout=30"],
+    kdig: ["+retry=0", "+timeout=30"],
+  };
+  try {
+    for (const [client, options] of Object.entries(once)) {
+      const port = freeUdpPort();
+      const proxy = await startUdpProxy(port, [`127.0.0.1:${dns.port}`]);
+      try {
+        const server = ["@127.0.0.1", "-p", String(port)];
+        const answer = await dnsQuery(client, [...server, ...options, "+short", "a.test"]);
+        equal(answer.trim(), "192.0.2.1", client);
+        const counts = await stopProxy(proxy);
+        deepEqual([counts.forwarded, counts.returned], [1, 1]);
+      } finally {
+        await proxy.stop();
+      }
+    }
+  } finally {
+    await dns.stop();
+  }
+});
+
 Deno.test("refused at start: --proxy-protocol or a vsock target with a datagram socket", async () => {
   const cases: Array<[string[], RegExp]> = [
     [
@@ -219,12 +319,14 @@ Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", a
     listen: [`127.0.0.1:${port}`],
     args: ["127.0.0.1:9"],
     activateFlags: ["--datagram"],
+    // The deployment set without --allow-ffi (the Deno under test, as DENO_RUN's).
     denoRun: [
-      Deno.execPath(),
+      DENO_RUN[0],
       "run",
       "-q",
       "--no-prompt",
-      `--config=${ROOT}deno.json`,
+      "--no-config",
+      "--unstable-net",
       "--allow-net",
       `--allow-env=${permissions.env.join(",")}`,
     ],
@@ -291,7 +393,7 @@ Deno.test("a flood of distinct client addresses against -c 4: dropped, counted, 
     const counts = await stopProxy(proxy);
     equal(counts.sessions, 4);
     equal(counts.dropped, flooded, "every datagram of a refused client is counted");
-    match(proxy.stderr, new RegExp(`${flooded} dropped \\(${flooded} over --connections-max\\)`));
+    equal(counts.refusedBecause, `${flooded} over --connections-max`);
     // Every refusal is in the log: the lines, and the counts of those held back (at the latest
     // written at stop).
     const held = [...proxy.stderr.matchAll(/: (\d+) more datagram\(s\) from new clients dropped/g)]
@@ -308,6 +410,55 @@ Deno.test("a flood of distinct client addresses against -c 4: dropped, counted, 
     await Promise.all(admitted.map((client) => client.close()));
     await proxy.stop();
     await backend.close();
+  }
+});
+
+Deno.test("out of descriptors (ulimit -n 64): sessions that get no socket are dropped, counted; all recovers", async () => {
+  const backendPort = freeTcpUdpPort();
+  const tcpBackend = echoBackend({ hostname: "127.0.0.1", port: backendPort });
+  const udpBackend = udpEcho("127.0.0.1", backendPort);
+  const port = freeTcpUdpPort();
+  const receiver = new NotifyReceiver(`\0socket-proxyd-test-${crypto.randomUUID()}`);
+  const proxy = new Process("sh", [
+    "-c",
+    'ulimit -n 64 && exec "$@"',
+    "sh",
+    LAUNCHER,
+    `--tcp=${port}`,
+    `--udp=${port}`,
+    "--",
+    ...DENO_RUN,
+    MAIN,
+    "--idle-timeout=1s",
+    `127.0.0.1:${backendPort}`,
+  ], { NOTIFY_SOCKET: receiver.address });
+  const clients = Array.from({ length: 80 }, () => new UdpEnd());
+  try {
+    await proxy.waitForLog(/Forwarding /);
+    let answered = 0;
+    await Promise.all(clients.map(async (client) => {
+      await client.send(new Uint8Array([1]), "127.0.0.1", port);
+      await client.next(3000).then(() => answered++, () => {});
+    }));
+    ok(answered > 0 && answered < clients.length, `${answered} of ${clients.length} answered`);
+    ok(fdCount(proxy.child.pid) <= 64);
+    await proxy.waitForLog(/cannot open a socket \(errno 24\)/);
+    // Once the sessions have ended (--idle-timeout), new clients of either kind are served.
+    await receiver.waitFor((m) => /; 0 session\(s\) open, [1-9]\d* served/.test(m.STATUS ?? ""));
+    const [data] = await clients[0].ask(encoder.encode("later"), "127.0.0.1", port);
+    equal(decoder.decode(data), "later");
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    ok(await ping(conn, 3), "a stream connection too");
+    conn.close();
+    const counts = await stopProxy(proxy);
+    equal(counts.forwarded + counts.dropped, clients.length + 1, "every datagram accounted for");
+    equal(counts.returned, answered + 1);
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+    await proxy.stop();
+    await receiver.close();
+    await tcpBackend.close();
+    await udpBackend.close();
   }
 });
 
@@ -413,6 +564,35 @@ Deno.test("SIGTERM: a session waiting for its reply still gets it; the stop line
     await answered.close();
     await proxy.stop();
     await backend.close();
+  }
+});
+
+Deno.test("SIGTERM: an unanswered session ends after a quiet second, or is cut off by --drain-timeout", async () => {
+  for (const drainTimeout of [null, "200ms"]) {
+    const backend = new UdpEnd(); // Never answers.
+    const port = freeUdpPort();
+    const args = drainTimeout === null ? [] : [`--drain-timeout=${drainTimeout}`];
+    const proxy = await startUdpProxy(port, [...args, `127.0.0.1:${backend.port}`]);
+    const client = new UdpEnd();
+    try {
+      await client.send(encoder.encode("unanswered"), "127.0.0.1", port);
+      await backend.next(30_000);
+      proxy.child.kill("SIGTERM");
+      const { code, stderr } = await proxy.exit();
+      equal(code, 0, stderr);
+      const ending = drainTimeout === null ? "none cut off" : "1 cut off by the drain timeout";
+      match(
+        stderr,
+        new RegExp(
+          "; 0 session\\(s\\) open, 1 served, datagrams 1 forwarded, 0 returned, 0 dropped, " +
+            `${ending}\\.`,
+        ),
+      );
+    } finally {
+      await client.close();
+      await proxy.stop();
+      await backend.close();
+    }
   }
 });
 

@@ -171,12 +171,14 @@ export interface StopCounts {
   forwarded: number;
   returned: number;
   dropped: number;
+  /** Why sessions were refused ("4 over --connections-max"), or "". */
+  refusedBecause: string;
 }
 
 const STOP_LINE = new RegExp(
-  "Stopped: (\\d+) connection\\(s\\) served, none cut off; (\\d+) session\\(s\\) open, " +
-    "(\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) dropped" +
-    "(?: \\([^)]*\\))?, none cut off\\.",
+  "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:; \\d+ refused \\([^)]*\\))?; " +
+    "(\\d+) session\\(s\\) open, (\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, " +
+    "(\\d+) dropped(?: \\(([^)]*)\\))?, none cut off\\.",
 );
 
 /** Sends SIGTERM, waits for the exit (0) and returns the stop line's counts. */
@@ -187,9 +189,10 @@ export async function stopProxy(proxy: Process): Promise<StopCounts> {
   if (code !== 0 || match === null) {
     throw new Error(`exit ${code}, no stop line with datagram counts:\n${stderr}`);
   }
-  const [connections, sessionsOpen, sessions, forwarded, returned, dropped] = match.slice(1)
+  const [connections, sessionsOpen, sessions, forwarded, returned, dropped] = match.slice(1, 7)
     .map(Number);
-  return { connections, sessionsOpen, sessions, forwarded, returned, dropped };
+  const refusedBecause = match[7] ?? "";
+  return { connections, sessionsOpen, sessions, forwarded, returned, dropped, refusedBecause };
 }
 
 /** How many file descriptors the process has open. */

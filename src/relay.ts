@@ -41,7 +41,11 @@ export const MAX_PENDING_DATAGRAMS = 16;
 /** The largest datagram relayed: an IPv4 UDP payload is at most 65,507 bytes, IPv6's 65,527. */
 export const IP_DATAGRAM_MAX = 65_535;
 
-/** The largest Unix datagram relayed (the kernel's default send buffer allows about 212 KB). */
+/**
+ * The largest Unix datagram the relay takes. The kernel's default socket buffers
+ * (net.core.wmem_default, wmem_max: 212,992 bytes) let about 212,900 through; this leaves room
+ * for systems that raise them, and a larger one is dropped and counted.
+ */
 export const UNIX_DATAGRAM_MAX = 262_144;
 
 /** Datagrams moved per `recvmmsg` or `sendmmsg`. */

@@ -5,6 +5,7 @@
  */
 import { Admission, sourceOf, type WhenFull } from "./admission.ts";
 import { type Client, type DataPath, formatAddress } from "./client.ts";
+import { waitAtMost } from "./deadline.ts";
 import { dialWithRetry } from "./dial.ts";
 import { connEndpoint, type Endpoint } from "./endpoint.ts";
 import { takeConn } from "./fastpath.ts";
@@ -171,16 +172,8 @@ export class Proxy {
   async drain(timeoutMs: number): Promise<{ open: number; waiting: number }> {
     this.#idle.disarm();
     if (this.active > 0) {
-      const done = new Promise<void>((resolve) => this.#drained = resolve);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      // setTimeout cannot wait longer than 2^31-1 ms (~24.8 days); "infinity" waits for good.
-      const timeout = new Promise<void>((resolve) => {
-        if (Number.isFinite(timeoutMs)) {
-          timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1));
-        }
-      });
-      await Promise.race([done, timeout]);
-      clearTimeout(timer);
+      // "infinity" waits for good.
+      await waitAtMost(new Promise<void>((resolve) => this.#drained = resolve), timeoutMs);
     }
     const waiting = this.#admission.takeWaiting();
     for (const { client } of waiting) client.refuse();

@@ -12,6 +12,7 @@
  */
 import { systemResolver } from "./dial.ts";
 import { MessageBatch } from "./batch.ts";
+import { waitAtMost } from "./deadline.ts";
 import { ERRNO, type Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "./admission.ts";
 import { ThrottledLog } from "./log.ts";
@@ -294,14 +295,7 @@ export class Relay {
       const done = new Promise<void>((resolve) => this.#draining = resolve);
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#sweep(true), 100);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        if (Number.isFinite(timeoutMs)) {
-          timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1));
-        }
-      });
-      await Promise.race([done, timeout]);
-      clearTimeout(timer);
+      await waitAtMost(done, timeoutMs);
     }
     const left = this.#sessions.size;
     for (const session of [...this.#sessions.values()]) this.#close(session);

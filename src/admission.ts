@@ -14,6 +14,8 @@
  * @module
  */
 import { ConnectionLimit } from "./limit.ts";
+import { parseIPv6 } from "./sockaddr.ts";
+import { isIPv6 } from "./target.ts";
 
 /** What to do with a client that arrives when `--connections-max` are being served. */
 export type WhenFull = "refuse" | "wait";
@@ -158,28 +160,9 @@ export class Admission<T> {
 
 /** The 8 groups of an IPv6 address in text form (no zone), or null when it is not one. */
 export function ipv6Groups(text: string): number[] | null {
-  let hex = text;
-  const lastColon = text.lastIndexOf(":");
-  if (text.includes(".")) {
-    // An embedded IPv4 address (::ffff:192.0.2.1) is the last two groups.
-    const octets = text.slice(lastColon + 1).split(".");
-    if (octets.length !== 4 || !octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255)) {
-      return null;
-    }
-    const [a, b, c, d] = octets.map(Number);
-    hex = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${
-      ((c << 8) | d).toString(16)
-    }`;
-  }
-  const halves = hex.split("::");
-  if (halves.length > 2) return null;
-  const words = halves.map((half) => half === "" ? [] : half.split(":"));
-  if (!words.flat().every((w) => /^[0-9A-Fa-f]{1,4}$/.test(w))) return null;
-  const [left, right] = words;
-  const missing = 8 - left.length - (right?.length ?? 0);
-  if (right === undefined ? missing !== 0 : missing < 1) return null;
-  return [...left, ...new Array(right === undefined ? 0 : missing).fill("0"), ...(right ?? [])]
-    .map((w) => parseInt(w, 16));
+  if (!isIPv6(text)) return null;
+  const bytes = parseIPv6(text);
+  return Array.from({ length: 8 }, (_, i) => (bytes[2 * i] << 8) | bytes[2 * i + 1]);
 }
 
 /**

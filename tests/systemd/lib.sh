@@ -17,7 +17,7 @@ PACKAGES=systemd,systemd-sysv,dbus,nginx-light,curl,man-db,dnsmasq-base,bind9-dn
 CACHE=${SOCKET_PROXYD_TEST_CACHE:-/var/cache/socket-proxyd-test-rootfs}
 ROOTFS=$CACHE/$SUITE
 STAMP="suite=$SUITE packages=$PACKAGES layout=1"
-TIMEOUT=${SOCKET_PROXYD_TEST_TIMEOUT:-1500}
+TIMEOUT=${SOCKET_PROXYD_TEST_TIMEOUT:-2700}
 CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 DIAG_UNITS="proxy-to-nginx.socket proxy-to-nginx.service nginx.service"
 

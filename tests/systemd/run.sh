@@ -26,7 +26,7 @@
 #
 # Environment: SOCKET_PROXYD_DEB (the package to test; default: the one dist/SHA256SUMS names
 # for amd64, so run `deno task deb` first), SOCKET_PROXYD_TEST_CACHE, SOCKET_PROXYD_TEST_MIRROR,
-# SOCKET_PROXYD_TEST_TIMEOUT (seconds for the whole run, default 1500). Needs root on a Linux
+# SOCKET_PROXYD_TEST_TIMEOUT (seconds for the whole run, default 2700). Needs root on a Linux
 # host without systemd as PID 1, as CI's machines; `deno` on PATH (the package build for the
 # upgrade test, the source install).
 set -euo pipefail

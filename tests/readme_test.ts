@@ -113,8 +113,10 @@ Deno.test("the package and the archive: where the files appear, by the names the
   const unpack = block(readme.replace("<!-- e2e: unpack-archive -->", "<!-- unpack -->"), "unpack");
   ok(unpack.includes(`tar -xzf ${archive}.tar.gz -C /opt`), unpack);
   ok(unpack.includes(`ln -s /opt/${archive}/bin/socket-proxyd /usr/local/bin/socket-proxyd`));
-  for (const name of [...readme.matchAll(/socket-proxyd-([\d.]+)-linux-/g)]) {
-    equal(name[1], VERSION);
+  for (const page of ["README.md", "systemd/README.md"]) {
+    const names = [...read(page).matchAll(/socket-proxyd-([\d.]+)-linux-/g)].map((m) => m[1]);
+    ok(names.length > 0, page);
+    for (const name of names) equal(name, VERSION, page);
   }
 });
 

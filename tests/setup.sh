@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
-# Installs what the integration tests drive, from Debian's packages, when it is missing:
-# systemd-socket-activate (systemd), python3, nginx, haproxy, ss (iproute2), pgrep (procps).
+# Checks, before any test runs, for the tools the tests drive. As root, installs the missing ones
+# from Debian's packages; otherwise names them all in one line and exits 1.
+#
+#   tool                     Debian package
+#   systemd-socket-activate  systemd
+#   python3                  python3
+#   nginx                    nginx-light
+#   haproxy                  haproxy
+#   ss                       iproute2
+#   pgrep                    procps
+#   dnsmasq, dig, kdig       dnsmasq-base, bind9-dnsutils, knot-dnsutils (datagram tests)
+#   nsenter                  util-linux
+#
+# Installing nginx-light or haproxy on a machine run by systemd also enables and starts their
+# services (nginx on port 80). Those, and any nginx or haproxy already running, are left alone:
+# each test starts its own instance with its own configuration, pid file and free loopback port,
+# and stops it by its pid (tests/integration/consumers.ts).
 set -euo pipefail
-missing=()
-command -v systemd-socket-activate >/dev/null || missing+=(systemd)
-command -v python3 >/dev/null || missing+=(python3)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v ss >/dev/null || missing+=(iproute2)
-command -v pgrep >/dev/null || missing+=(procps)
-# The datagram tests: dnsmasq, dig, kdig, and unshare/nsenter for a network namespace.
-[ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
-command -v dig >/dev/null || missing+=(bind9-dnsutils)
-command -v kdig >/dev/null || missing+=(knot-dnsutils)
-command -v nsenter >/dev/null || missing+=(util-linux)
+# The datagram tests use dnsmasq, dig, kdig, and unshare/nsenter for a network namespace.
+tools=(
+  systemd-socket-activate:systemd python3:python3 nginx:nginx-light haproxy:haproxy ss:iproute2
+  pgrep:procps dnsmasq:dnsmasq-base dig:bind9-dnsutils kdig:knot-dnsutils nsenter:util-linux
+)
+missing=() packages=()
+for entry in "${tools[@]}"; do
+  command -v "${entry%%:*}" >/dev/null && continue
+  [ "${entry%%:*}" = dnsmasq ] && [ -x /usr/sbin/dnsmasq ] && continue # Not on a user's PATH.
+  missing+=("${entry%%:*}") packages+=("${entry#*:}")
+done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "The tests need: ${missing[*]}. Install them (apt-get install ${missing[*]}) or run as root." >&2
+  echo "The tests need ${missing[*]}, missing here: run them as root to install them, or apt-get install ${packages[*]}" >&2
   exit 1
 fi
-echo "Installing ${missing[*]} from Debian's packages..." >&2
+echo "Installing ${packages[*]} from Debian's packages for ${missing[*]}..." >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The packaged services must not hold the ports or run beside the tests.
-for service in nginx haproxy; do
-  pkill -x "$service" 2>/dev/null || true
-done
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

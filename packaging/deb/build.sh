@@ -6,8 +6,9 @@
 #   bash packaging/deb/build.sh --check-pin
 #
 # Steps: fetch the pinned Deno from the npm registry (npm pack; npm's cache makes later builds
-# offline) and check its sha512 against packaging/deb/deno.pin; bundle the program with it (twice,
-# must be identical) to dist/socket-proxyd.js; per architecture, stage a Debian source tree in a
+# offline) and check its sha512 against packaging/deb/deno.pin (packaging/deno.sh, shared with
+# the release archive's build); bundle the program with it (twice, must be identical) to
+# dist/socket-proxyd.js; per architecture, stage a Debian source tree in a
 # temporary directory (packaging/deb/debian/ plus the files), build it with dpkg-buildpackage,
 # smoke-test it from `dpkg-deb -x`, run lintian; write dist/SHA256SUMS. dist/ then holds exactly
 # this run's files.
@@ -56,16 +57,9 @@ export LC_ALL=C.UTF-8 TZ=UTC NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
 umask 022
 
 # --- the pinned Deno ---------------------------------------------------------------------------
-declare -A npm_name npm_version npm_integrity
-while read -r name version integrity; do
-  case $name in '' | '#'*) continue ;; esac
-  case $name in
-    @deno/linux-x64-glibc) a=amd64 ;;
-    @deno/linux-arm64-glibc) a=arm64 ;;
-    *) die "deno.pin: unknown package $name" ;;
-  esac
-  npm_name[$a]=$name npm_version[$a]=$version npm_integrity[$a]=$integrity
-done <"$here/deno.pin"
+# shellcheck source=packaging/deno.sh
+source packaging/deno.sh
+read_deno_pin
 
 if $check_pin; then
   status=0
@@ -87,40 +81,13 @@ host_arch=$(dpkg --print-architecture)
 for a in "${arches[@]}" "$host_arch"; do
   [[ -n ${npm_name[$a]:-} ]] || die "no Deno pinned for architecture '$a' in deno.pin"
 done
-# The packaged Deno must be the one CI tests the program with.
-ci_versions=$(sed -n 's/^pinned=\([0-9.]*\)$/\1/p' .ci/run)
-for a in "${!npm_version[@]}"; do
-  [[ $ci_versions == "${npm_version[$a]}" ]] ||
-    die "deno.pin has Deno ${npm_version[$a]} for $a, .ci/run uses ${ci_versions:-none}: make them agree"
-done
+check_pin_is_ci
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/socket-proxyd-deb.XXXXXX")
 trap '[[ -n ${KEEP_WORK:-} ]] && echo "kept $work" >&2 || rm -rf "$work"' EXIT
 chmod 755 "$work" # the smoke tests run as nobody when we are root
 
-# fetch_deno ARCH: unpacks the checked npm tarball to $work/deno-ARCH/package and prints that.
-fetch_deno() {
-  local a=$1 spec=${npm_name[$1]}@${npm_version[$1]} dir=$work/deno-$1 tgz want got
-  [[ -d $dir/package ]] && echo "$dir/package" && return
-  mkdir -p "$dir"
-  tgz=$(npm pack --prefer-offline --silent --pack-destination "$dir" "$spec" | tail -n 1)
-  [[ -f $dir/$tgz ]] || die "npm pack $spec produced no tarball"
-  want=$(printf '%s' "${npm_integrity[$a]#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n')
-  got=$(sha512sum "$dir/$tgz" | cut -d ' ' -f 1)
-  if [[ $got != "$want" ]]; then
-    echo "build.sh: INTEGRITY MISMATCH for $spec" >&2
-    echo "  pinned in packaging/deb/deno.pin: ${npm_integrity[$a]}" >&2
-    echo "  that is, as hex:                  $want" >&2
-    echo "  sha512 of the downloaded tarball: $got" >&2
-    exit 1
-  fi
-  tar -xzf "$dir/$tgz" -C "$dir"
-  [[ -x $dir/package/deno ]] || die "$spec has no executable package/deno"
-  say "Deno ${npm_version[$a]} for $a: $spec, sha512 as pinned"
-  echo "$dir/package"
-}
-
-host_deno=$(fetch_deno "$host_arch")/deno
+host_deno=$(fetch_deno "$host_arch" "$work")/deno
 [[ $("$host_deno" --version | head -n 1) == "deno ${npm_version[$host_arch]} "* ]] ||
   die "the pinned Deno does not say it is ${npm_version[$host_arch]}"
 
@@ -131,22 +98,12 @@ changelog_version=$(dpkg-parsechangelog -l "$here/debian/changelog" -S Version)
   die "deno.json has version $version, packaging/deb/debian/changelog $changelog_version: add an entry, e.g.
   dch --changelog packaging/deb/debian/changelog -v $version -D unstable 'New version.'"
 
-if [[ -z ${SOURCE_DATE_EPOCH:-} ]] && git rev-parse --verify -q HEAD >/dev/null 2>&1; then
-  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
-fi
-: "${SOURCE_DATE_EPOCH:=$(dpkg-parsechangelog -l "$here/debian/changelog" -S Timestamp)}"
-export SOURCE_DATE_EPOCH
+set_source_date_epoch
 
 # --- the bundle -------------------------------------------------------------------------------
 # As `deno task bundle` does, but into $work, so that nothing writing dist/ meanwhile changes
 # what is packaged; copied to dist/ at the end, with the packages.
-say "deno bundle -q --platform=deno -o socket-proxyd.js main.ts (twice)"
-bundle=$work/socket-proxyd.js
-"$host_deno" bundle -q --platform=deno -o "$bundle" main.ts
-"$host_deno" bundle -q --platform=deno -o "$work/bundle-again.js" main.ts
-cmp -s "$bundle" "$work/bundle-again.js" || die "deno bundle gave different bytes on a second run"
-[[ $("$host_deno" run --no-config -q "$bundle" --version) == "socket-proxyd $version "* ]] ||
-  die "the bundle's --version does not print socket-proxyd $version"
+bundle=$(make_bundle "$host_deno" "$version" "$work")
 
 # --- the package ------------------------------------------------------------------------------
 # stage DIR ARCH: lays out the Debian source tree DIR/socket-proxyd-VERSION, prints its path.
@@ -162,7 +119,7 @@ stage() {
   [[ $(grep -c -e '^deno=${SOCKET_PROXYD_DENO:-/usr/lib/socket-proxyd/deno}$' \
     -e '^program=${SOCKET_PROXYD_PROGRAM:-/usr/lib/socket-proxyd/socket-proxyd.js}$' \
     "$src/socket-proxyd") == 2 ]] || die "systemd/socket-proxyd: no deno= and program= defaults to rewrite"
-  cp -r "$(fetch_deno "$2")" "$src/deno"
+  cp -r "$(fetch_deno "$2" "$work")" "$src/deno"
   cp -r "$here/etc/socket-proxyd" "$src/etc/"
   cp -r systemd/unix-path systemd/namespace systemd/dns systemd/accept systemd/recipes systemd/README.md \
     "$here/examples/8080.conf" "$src/examples/"
@@ -239,7 +196,9 @@ smoke() {
     () => new Response('forwarded'))" &
   backend=$!
   for _ in $(seq 50); do [[ -S $sock ]] && break || sleep 0.1; done
-  port=$((20000 + RANDOM % 20000))
+  # A port free a moment ago (a random one may be some other program's).
+  port=$("$host_deno" eval 'const l = Deno.listen({ hostname: "127.0.0.1", port: 0 })
+    console.log(l.addr.port); l.close()')
   "${run_as[@]}" env -i HOME=/nonexistent PATH=/usr/bin:/bin timeout 60 systemd-socket-activate \
     -l "127.0.0.1:$port" sh "$wrapper" --exit-idle-time=2s "$sock" 2>"$work/proxy-$arch.log" &
   proxy=$!
@@ -277,7 +236,8 @@ for arch in "${arches[@]}"; do
 done
 
 mkdir -p dist
-rm -f dist/SHA256SUMS dist/socket-proxyd_*.deb
+# (An archive of an earlier run, packaging/archive/build.sh, may hold another bundle: gone too.)
+rm -f dist/SHA256SUMS dist/socket-proxyd_*.deb dist/socket-proxyd-*-linux-*.tar.gz
 cp "$bundle" "${debs[@]}" dist/
 (cd dist && sha256sum socket-proxyd.js socket-proxyd_*.deb >SHA256SUMS)
 say "dist/SHA256SUMS:"

@@ -1,6 +1,9 @@
 /**
- * Real PROXY protocol consumers for the tests: nginx and haproxy, each in a temporary prefix,
- * in the foreground, reporting the client address they were told about.
+ * Real PROXY protocol consumers for the tests: nginx and haproxy, each our own instance with its
+ * own configuration, pid file, logs and a free loopback port in a temporary directory, in the
+ * foreground, reporting the client address they were told about. They are stopped by their pid;
+ * an nginx or haproxy of the machine (a Debian service on port 80, say) is never touched, and
+ * never mistaken for ours: the pid file must name the process we started.
  * @module
  */
 import { Process } from "./harness.ts";
@@ -24,7 +27,26 @@ async function waitForPort(port: number, process: Process): Promise<void> {
   throw new Error(`consumer did not listen on ${port}:\n${process.stderr}`);
 }
 
-/** Runs `command` until it listens on `port`; stopping it removes its directory `dir`. */
+/** Fails unless the pid file `path` names `process`: the listener on the port is ours. */
+async function checkPidFile(path: string, process: Process): Promise<void> {
+  let pid = "";
+  try {
+    pid = Deno.readTextFileSync(path).trim();
+  } catch {
+    // Checked below.
+  }
+  if (pid !== String(process.child.pid)) {
+    await process.stop();
+    throw new Error(
+      `${path} says ${pid || "nothing"}, we started pid ${process.child.pid}:\n${process.stderr}`,
+    );
+  }
+}
+
+/**
+ * Runs `command` until it listens on `port` and its pid file names it; stopping it (SIGTERM to
+ * that pid, then its exit awaited) removes its directory `dir`.
+ */
 async function start(
   port: number,
   dir: string,
@@ -33,10 +55,12 @@ async function start(
 ): Promise<Consumer> {
   const process = new Process(command, args);
   await waitForPort(port, process);
+  await checkPidFile(`${dir}/${command}.pid`, process);
   return {
     port,
     async stop() {
-      await process.stop();
+      process.child.kill("SIGTERM");
+      await process.exit();
       Deno.removeSync(dir, { recursive: true });
     },
   };
@@ -63,7 +87,9 @@ http {
 }
 `,
   );
-  return await start(port, dir, "nginx", ["-p", dir, "-c", `${dir}/nginx.conf`]);
+  // -e: the log nginx opens before it reads its configuration (else /var/log/nginx/error.log).
+  const args = ["-p", dir, "-c", `${dir}/nginx.conf`, "-e", "stderr"];
+  return await start(port, dir, "nginx", args);
 }
 
 /** haproxy with `bind … accept-proxy`, answering `%[src] %[src_port]`. */
@@ -73,6 +99,7 @@ export async function startHaproxy(port: number): Promise<Consumer> {
     `${dir}/haproxy.cfg`,
     `global
   log stderr format raw local0
+  pidfile ${dir}/haproxy.pid
 defaults
   mode http
   timeout client 10s
@@ -83,5 +110,7 @@ frontend proxied
   http-request return status 200 content-type text/plain lf-string "%[src] %[src_port]\\n"
 `,
   );
-  return await start(port, dir, "haproxy", ["-db", "-f", `${dir}/haproxy.cfg`]);
+  // -W -db: master-worker in the foreground, so that the pid file (written only in that mode or
+  // as a daemon) names the master we started; SIGTERM to it stops its worker too.
+  return await start(port, dir, "haproxy", ["-W", "-db", "-f", `${dir}/haproxy.cfg`]);
 }

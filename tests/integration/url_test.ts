@@ -45,8 +45,11 @@ function codeHost(): { server: Deno.HttpServer<Deno.NetAddr>; base: string; requ
   return { server, base: `http://127.0.0.1:${server.addr.port}`, requests };
 }
 
-/** Starts `deno run FLAGS URL TARGET` through systemd-socket-activate on a fresh port. */
-async function runFromUrl(url: string, extraFlags: string[], target: string) {
+/**
+ * Starts `deno run -q FLAGS URL TARGET`, the README's line, through systemd-socket-activate on a
+ * fresh port.
+ */
+async function runFromUrl(url: string, target: string) {
   const port = freePort();
   const denoDir = Deno.makeTempDirSync({ prefix: "socket-proxyd-url-cache-" });
   const activator = new Process("systemd-socket-activate", [
@@ -57,7 +60,6 @@ async function runFromUrl(url: string, extraFlags: string[], target: string) {
     "run",
     "-q",
     ...DEPLOYMENT_FLAGS,
-    ...extraFlags,
     url,
     target,
   ]);
@@ -70,12 +72,13 @@ for (const kind of ["raw main.ts", "release bundle"] as const) {
     const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
     const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
     const host = codeHost();
-    // raw.githubusercontent.com is on Deno's default list of hosts imports may come from; this
-    // stand-in host is not, so it is allowed explicitly. The bundle imports nothing.
-    const [url, extra] = kind === "raw main.ts"
-      ? [`${host.base}/raw/main.ts`, [`--allow-import=127.0.0.1:${host.server.addr.port}`]]
-      : [`${host.base}/release/socket-proxyd.js`, []];
-    const { activator, port, denoDir } = await runFromUrl(url, extra, target);
+    // No --allow-import, though this host is not on Deno's default list of hosts imports may
+    // come from: Deno loads the module named on the command line and its static imports
+    // without it. The bundle imports nothing.
+    const url = kind === "raw main.ts"
+      ? `${host.base}/raw/main.ts`
+      : `${host.base}/release/socket-proxyd.js`;
+    const { activator, port, denoDir } = await runFromUrl(url, target);
     try {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       const payload = pseudoRandomBytes(1_000_000, 17);

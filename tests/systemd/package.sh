@@ -6,7 +6,8 @@
 #     connection is refused; the running proxies are left as they are, on the old files, until
 #     their next start, which runs the new ones;
 #   - removed, then purged: no file of the package is left, no user was ever created, its units
-#     are gone; the operator's own units (copied from the examples) stay, theirs to remove.
+#     are gone; the operator's own units (copied from the examples) and conf
+#     (/etc/socket-proxyd/8081.conf) stay, theirs to remove.
 
 # The next version of $DEB: the same package with its version one patch higher, in its control
 # file and in the program (so that --version tells them apart). Same files, same maintainer
@@ -96,13 +97,16 @@ check_remove_purge() {
   [ "$left" = /etc/socket-proxyd/README ] || die "apt-get remove left behind: $left"
   ok "apt-get remove: the program, the runtime, the units and the docs are gone (only the" \
     "conffile /etc/socket-proxyd/README stays until purge); the running instance was stopped"
-  # The operator's own configuration is the operator's to remove.
-  ct rm /etc/socket-proxyd/8081.conf
 
   ct timeout 120 env DEBIAN_FRONTEND=noninteractive apt-get purge -y socket-proxyd \
     >"$work/purge.log" 2>&1 || die "apt-get purge failed: $(cat "$work/purge.log")"
+  # The operator's own configuration is the operator's to remove: purge deletes the package's
+  # conffile, not a file the operator wrote (nor, so, its directory).
   left=$(left_behind "${files[@]}" /var/cache/socket-proxyd /var/cache/private/socket-proxyd)
-  [ -z "$left" ] || die "apt-get purge left behind: $left"
+  [ "$left" = /etc/socket-proxyd ] || die "apt-get purge left behind: $left"
+  [ "$(ct ls -A /etc/socket-proxyd)" = 8081.conf ] ||
+    die "after the purge /etc/socket-proxyd holds: $(ct ls -A /etc/socket-proxyd)"
+  ct rm -r /etc/socket-proxyd
   [ -z "$(ct find /etc/systemd/system -name 'socket-proxyd@*')" ] ||
     die "purge left enablement links: $(ct find /etc/systemd/system -name 'socket-proxyd@*')"
   state=$(ct dpkg-query -W -f '${db:Status-Status}' socket-proxyd 2>/dev/null || true)
@@ -115,7 +119,7 @@ check_remove_purge() {
     "$(printf 'proxy-to-nginx.service\nproxy-to-nginx.socket')" ] ||
     die "units left besides the operator's: $(comm -13 <(echo "$units_before") <(echo "$units_after"))"
   ok "apt-get purge: none of the package's ${#files[@]} paths is left, nor a cache, nor an" \
-    "enablement link; no user was created; of the units, only the operator's proxy-to-nginx.*" \
+    "enablement link; the operator's /etc/socket-proxyd/8081.conf stays (removed by hand); no user was created; of the units, only the operator's proxy-to-nginx.*" \
     "(copied from the examples) remain, for the operator to remove"
 }
 

@@ -19,6 +19,8 @@
 #   source     the from-source install of systemd/README.md, once (source.sh)
 #   dns        the DNS example: port 53, UDP and TCP, through one proxy to dnsmasq in its private
 #              network namespace; the first query, restarts under queries (dns.sh)
+#   archive    the release archive (deno task archive) unpacked into /opt, without the package:
+#              both scenarios with their ExecStart= pointed there, checked as above (archive.sh)
 # Prints one line per check that passes; exits non-zero with a message (and the container's
 # state and journal) at the first that fails.
 #
@@ -27,6 +29,9 @@
 # Environment: SOCKET_PROXYD_DEB (the package to test; default: the one dist/SHA256SUMS names
 # for amd64, so run `deno task deb` first), SOCKET_PROXYD_TEST_CACHE, SOCKET_PROXYD_TEST_MIRROR,
 # SOCKET_PROXYD_TEST_TIMEOUT (seconds for the whole run, default 2700). Needs root on a Linux
+# for amd64, so run `deno task deb` first), SOCKET_PROXYD_ARCHIVE (the archive; default: the
+# x86_64 one dist/SHA256SUMS names, `deno task archive`), SOCKET_PROXYD_TEST_CACHE, SOCKET_PROXYD_TEST_MIRROR,
+# SOCKET_PROXYD_TEST_TIMEOUT (seconds for the whole run, default 1500). Needs root on a Linux
 # host without systemd as PID 1, as CI's machines; `deno` on PATH (the package build for the
 # upgrade test, the source install).
 set -euo pipefail
@@ -37,7 +42,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/systemd/lib.sh
 source "$here/lib.sh"
 
-all=(scenarios package startup shapes limits source dns)
+all=(scenarios package startup shapes limits source dns archive)
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=("${all[@]}")
 # Every part defines part_NAME; later parts use the checks of earlier ones.

@@ -112,13 +112,20 @@ install_scenario() {
   [ -n "$block" ] || die "systemd/README.md has no install-$name block"
   ct timeout 120 sh -euxc "$block" >"$work/install.log" 2>&1 ||
     die "$name: the README's install steps failed: $(cat "$work/install.log")"
-  printf '%s\n' "$token" >"$root/var/www/html/e2e.txt"
-  head -c 24000000 /dev/urandom >"$root/var/www/html/big.bin"
+  serve_test_files
   ok "$name: installed from the package's examples with the README's commands"
 }
 
+# serve_test_files: the pages the checks fetch through the proxy, in nginx's document root.
+serve_test_files() {
+  printf '%s\n' "$token" >"$root/var/www/html/e2e.txt"
+  head -c 24000000 /dev/urandom >"$root/var/www/html/big.bin"
+}
+
+# check_activation NAME TARGET [DENO]: DENO is the main process's executable (default: the
+# package's).
 check_activation() {
-  local name=$1 target=$2 page pid status
+  local name=$1 target=$2 deno=${3:-/usr/lib/socket-proxyd/deno} page pid status
   [ "$(prop SubState proxy-to-nginx.socket)" = listening ] ||
     die "$name: proxy-to-nginx.socket is not listening"
   service_inactive || die "$name: proxy-to-nginx.service runs before any client came"
@@ -139,9 +146,9 @@ check_activation() {
   status=$(prop StatusText proxy-to-nginx.service)
   [[ $status == "Forwarding to $target: "* ]] || die "$name: unexpected status '$status'"
   pid=$(prop MainPID proxy-to-nginx.service)
-  [ "$(ct readlink "/proc/$pid/exe")" = /usr/lib/socket-proxyd/deno ] ||
-    die "$name: the main process is not the package's deno: $(ct readlink "/proc/$pid/exe")"
-  ok "$name: Type=notify: started on the first connection, main process the package's deno (the" \
+  [ "$(ct readlink "/proc/$pid/exe")" = "$deno" ] ||
+    die "$name: the main process is not $deno: $(ct readlink "/proc/$pid/exe")"
+  ok "$name: Type=notify: started on the first connection, main process $deno (the" \
     "wrapper exec'd), status \"$status\""
 }
 
@@ -295,7 +302,7 @@ check_idle() {
 # The scenarios.
 
 scenario_unix_path() {
-  local name=unix-path pid nginx
+  local name=unix-path
   boot "$name"
   check_firewall
   install_package "$DEB"
@@ -310,6 +317,16 @@ scenario_unix_path() {
   ok "$name: nginx's socket directory /run/nginx is root:www-data 0750"
   check_activation "$name" /run/nginx/socket
   check_lockdown "$name"
+  check_unix_path_isolation
+  check_restarts "$name"
+  check_drain "$name"
+  check_idle "$name"
+  stop_container
+}
+
+# check_unix_path_isolation: the unix-path proxy's group and network namespace.
+check_unix_path_isolation() {
+  local name=unix-path pid nginx
   pid=$(prop MainPID proxy-to-nginx.service)
   nginx=$(prop MainPID nginx.service)
   grep -q '^Groups:.*\b33\b' <<<"$(ct cat "/proc/$pid/status")" ||
@@ -320,20 +337,27 @@ scenario_unix_path() {
     die "$name: the proxy's network namespace has more than a loopback device"
   ok "$name: the proxy is in group www-data and has a network namespace of its own with" \
     "loopback only (PrivateNetwork=yes), yet serves port 80"
-  check_restarts "$name"
-  check_drain "$name"
-  check_idle "$name"
-  stop_container
 }
 
 scenario_namespace() {
-  local name=namespace pid nginx code
+  local name=namespace
   boot "$name"
   install_package "$DEB"
   install_scenario "$name"
   check_static "$name"
   check_activation "$name" 127.0.0.1:8080
   check_lockdown "$name"
+  check_namespace_isolation
+  check_restarts "$name"
+  check_drain "$name"
+  check_idle "$name"
+  stop_container
+}
+
+# check_namespace_isolation: the namespace proxy is in nginx's network namespace, nginx's port
+# only there.
+check_namespace_isolation() {
+  local name=namespace pid nginx code
   pid=$(prop MainPID proxy-to-nginx.service)
   nginx=$(prop MainPID nginx.service)
   [ "$(netns "$pid")" = "$(netns "$nginx")" ] ||
@@ -348,10 +372,6 @@ scenario_namespace() {
   ct timeout 20 nsenter -t "$nginx" -n curl -sS --fail -m 5 -o /dev/null http://127.0.0.1:8080/ ||
     die "$name: nginx does not answer on 127.0.0.1:8080 in its own namespace"
   ok "$name: 127.0.0.1:8080 answers inside nginx's namespace and is refused outside it"
-  check_restarts "$name"
-  check_drain "$name"
-  check_idle "$name"
-  stop_container
 }
 
 part_scenarios() {

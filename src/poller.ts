@@ -22,8 +22,16 @@ const EPOLL_CTL_DEL = 2;
 /** Events taken per wait. */
 const BATCH = 256;
 
-/** Waits without waiting, at most this many times in a row, before the event loop gets a turn. */
-const SPINS = 8;
+/**
+ * Looks without waiting, on the main thread, at most this many times in a row before the event
+ * loop gets a turn (through the worker's wait): a wait handed to the worker costs about 15% of
+ * the relay's CPU under load (its share of a DNS benchmark's profile), a look that finds nothing
+ * one cheap system call.
+ */
+const SPINS = 64;
+
+/** Looks that find nothing, in a row, before the worker waits. */
+const EMPTY_SPINS = 4;
 
 /** `struct epoll_event` is packed on x86_64 (12 bytes), naturally aligned elsewhere (16). */
 const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
@@ -113,11 +121,14 @@ export class Poller {
     const call = this.#libc.call;
     while (!this.#closed && this.#handlers.size > 0) {
       let count = await call.epoll_wait(this.#epfd, this.#events, BATCH, -1);
-      for (let spin = 0; count > 0; spin++) {
-        this.#dispatch(count);
-        if (spin === SPINS || this.#closed) break;
+      for (let spin = 0, empty = 0; spin < SPINS && empty < EMPTY_SPINS && !this.#closed; spin++) {
+        if (count > 0) {
+          this.#dispatch(count);
+          empty = 0;
+        } else empty++;
         count = call.epoll_poll(this.#epfd, this.#events, BATCH, 0);
       }
+      if (count > 0) this.#dispatch(count);
       // count < 0: EINTR (a signal reached the worker thread); wait again.
     }
     this.#running = false;

@@ -118,12 +118,14 @@ class DatagramListener {
       : socketAddress(target);
   }
 
-  /** The control message that makes a reply leave from `destination` (as received). */
-  controlFor(destination: Uint8Array): Uint8Array {
-    const key = keyOf(destination, destination.length);
+  /**
+   * The control message that makes a reply leave from the destination address a client sent to
+   * (`key`, its map key, made of `received`'s bytes from `at`, `length` of them).
+   */
+  controlFor(key: string, received: Uint8Array, at: number, length: number): Uint8Array {
     let control = this.#controls.get(key);
     if (control === undefined) {
-      control = replyControl(this.family, destination);
+      control = replyControl(this.family, received.subarray(at, at + length));
       this.#controls.set(key, control);
     }
     return control;
@@ -327,11 +329,12 @@ export class Relay {
     const name = batch.name(i);
     const nameLength = batch.nameLength(i);
     const named = listener.family !== AF_UNIX || nameLength > 2;
-    const destination = listener.pktinfo
-      ? destinationOf(batch.control(i), batch.controlLength(i))
-      : null;
-    let key = `${listener.fd}/` + (named ? keyOf(name, nameLength) : "-");
-    if (destination !== null) key += keyOf(destination, destination.length);
+    const control = batch.control(i);
+    const destination = listener.pktinfo ? destinationIn(control, batch.controlLength(i)) : -1;
+    // An IPv4 socket reports IP_PKTINFO (4 bytes of address), an IPv6 one IPV6_PKTINFO (16).
+    const destinationLength = listener.family === AF_INET ? 4 : 16;
+    const destinationKey = destination < 0 ? "" : keyOf(control, destinationLength, destination);
+    const key = `${listener.fd}/` + (named ? keyOf(name, nameLength) : "-") + destinationKey;
     const found = this.#sessions.get(key);
     if (found !== undefined) {
       found.lastActive = this.#now;
@@ -346,8 +349,10 @@ export class Relay {
       this.#refused(decision as Refusal, client!, source);
       return null;
     }
-    const control = destination === null ? null : listener.controlFor(destination);
-    const session = new Session(key, source, listener, client, control, this.#now);
+    const reply = destination < 0
+      ? null
+      : listener.controlFor(destinationKey, control, destination, destinationLength);
+    const session = new Session(key, source, listener, client, reply, this.#now);
     this.#sessions.set(key, session);
     this.#counts.sessions++;
     this.#sweepWhileOpen();
@@ -577,31 +582,33 @@ function socketAddress(target: Target): Uint8Array {
 }
 
 /**
- * A map key for the first `length` bytes of `bytes`, and nothing after them: a Unix address
+ * A map key for the `length` bytes of `bytes` from `at`, and nothing after them: a Unix address
  * may be of odd length, and what follows it in the buffer is left from an earlier address.
  */
-function keyOf(bytes: Uint8Array, length: number): string {
+function keyOf(bytes: Uint8Array, length: number, at = 0): string {
   let key = String.fromCharCode(length);
-  for (let i = 0; i + 1 < length; i += 2) {
-    key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
-  }
-  if (length % 2 === 1) key += String.fromCharCode(bytes[length - 1]);
+  const end = at + length;
+  for (let i = at; i + 1 < end; i += 2) key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  if (length % 2 === 1) key += String.fromCharCode(bytes[end - 1]);
   return key;
 }
 
-/** The address a client sent to, from the IP_PKTINFO/IPV6_PKTINFO control message. */
-function destinationOf(control: Uint8Array, length: number): Uint8Array | null {
-  const view = new DataView(control.buffer, control.byteOffset, control.length);
+/**
+ * Where the address a client sent to is in the ancillary data of its datagram (the IP_PKTINFO
+ * or IPV6_PKTINFO message), or -1.
+ */
+function destinationIn(control: Uint8Array, length: number): number {
   for (let at = 0; at + 16 <= length;) {
-    const size = Number(view.getBigUint64(at, true));
-    const level = view.getInt32(at + 8, true);
-    const type = view.getInt32(at + 12, true);
-    if (level === IPPROTO_IP && type === IP_PKTINFO) return control.slice(at + 24, at + 28);
-    if (level === IPPROTO_IPV6 && type === IPV6_PKTINFO) return control.slice(at + 16, at + 32);
+    // cmsg_len is a size_t: its high half is 0 for any message that fits the buffer.
+    const size = control[at] | (control[at + 1] << 8);
+    const level = control[at + 8];
+    const type = control[at + 12];
+    if (level === IPPROTO_IP && type === IP_PKTINFO) return at + 24;
+    if (level === IPPROTO_IPV6 && type === IPV6_PKTINFO) return at + 16;
     if (size < 16) break;
     at += (size + 7) & ~7;
   }
-  return null;
+  return -1;
 }
 
 /** The control message for `sendmmsg` that sends from `destination` (as received). */

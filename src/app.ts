@@ -21,6 +21,7 @@ import {
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
+import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
 import type { Relay } from "./relay.ts";
 import { sortSockets } from "./sockets.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
@@ -204,6 +205,12 @@ function permissionProblem(target: Target): string | null {
   }
 }
 
+/** Memory back after load: a full GC and a trim once the proxy rests (`reclaim.ts`). */
+function reclaimer(): Reclaimer {
+  const gc = exposeGc();
+  return new Reclaimer({ steps: [...gc === null ? [] : [gc], trimStep()] });
+}
+
 /** The proxy serving a plan: its sockets, notifications to the service manager, and its end. */
 class Service {
   readonly #options: Options;
@@ -241,6 +248,7 @@ class Service {
       // Idle means no connection and no datagram session either.
       onIdle: () => (this.#relay?.active ?? 0) === 0 && end.end("idle"),
       onChange: () => this.#changed(),
+      reclaimer: reclaimer(),
     });
   }
 

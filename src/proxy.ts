@@ -12,6 +12,7 @@ import { IdleTimer } from "./idle.ts";
 import { ConnectionLimit } from "./limit.ts";
 import { log, logs, Throttle } from "./log.ts";
 import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
+import type { Reclaimer } from "./reclaim.ts";
 import { formatTarget, type Target } from "./target.ts";
 
 /** What the proxy needs to know. */
@@ -34,6 +35,8 @@ export interface ProxyOptions {
   readonly onIdle: () => void;
   /** Called whenever the number of open connections changes. */
   readonly onChange?: () => void;
+  /** Gives memory back once no connection is open (see `reclaim.ts`). */
+  readonly reclaimer?: Reclaimer;
 }
 
 /** Serves clients for one target; see {@link Proxy.admit}. */
@@ -92,6 +95,7 @@ export class Proxy {
     }
     this.#served++;
     this.#idle.disarm();
+    this.#options.reclaimer?.busy();
     this.#options.onChange?.();
     this.#serve(client, target);
   };
@@ -103,6 +107,7 @@ export class Proxy {
     if (this.#limit.active === 0) {
       this.#drained?.();
       this.#idle.arm();
+      this.#options.reclaimer?.idle();
     }
   }
 

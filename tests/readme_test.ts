@@ -7,7 +7,7 @@ import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../src/cli.ts";
 import { DENO_FLOOR } from "../src/runtime.ts";
 import { VERSION } from "../src/version.ts";
-import { DEPLOYMENT_FLAGS } from "./integration/harness.ts";
+import { DEPLOYMENT_ENV, DEPLOYMENT_FLAGS } from "./integration/harness.ts";
 
 const root = new URL("../", import.meta.url);
 const read = (path: string) => Deno.readTextFileSync(new URL(path, root));
@@ -31,8 +31,8 @@ Deno.test("every option in --help is documented in the README", () => {
 
 Deno.test("the README's line for running from a URL grants exactly the deployment permission set", () => {
   const words = block(readme, "run-from-url").replaceAll("\\\n", " ").trim().split(/\s+/);
-  deepEqual(words.slice(0, 3), ["deno", "run", "-q"]);
-  deepEqual(words.slice(3, -2), DEPLOYMENT_FLAGS, "the flags the URL tests run with");
+  deepEqual(words.slice(0, 4), [...DEPLOYMENT_ENV, "deno", "run", "-q"], "the environment too");
+  deepEqual(words.slice(4, -2), DEPLOYMENT_FLAGS, "the flags the URL tests run with");
   match(words.at(-2)!, /^https:\/\/.*\/socket-proxyd\.js$/);
   equal(words.at(-1), "TARGET");
   const set = config.permissions.proxy;
@@ -59,5 +59,12 @@ Deno.test("one version: deno.json, the program, the package's changelog, the fil
     const names = [...read(page).matchAll(/socket-proxyd_([\d.]+)_amd64\.deb/g)].map((m) => m[1]);
     ok(names.length > 0, page);
     for (const name of names) equal(name, VERSION, page);
+  }
+});
+
+Deno.test("deno.json's tasks that start the program set the deployment environment", () => {
+  for (const task of ["start", "socket-activate"]) {
+    const command: string = config.tasks[task];
+    for (const setting of DEPLOYMENT_ENV) ok(command.includes(setting), `${task}: ${setting}`);
   }
 });

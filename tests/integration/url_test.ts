@@ -6,6 +6,7 @@
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import {
+  DEPLOYMENT_ENV,
   DEPLOYMENT_FLAGS,
   echoBackend,
   freePort,
@@ -53,6 +54,8 @@ async function runFromUrl(url: string, extraFlags: string[], target: string) {
     `--listen=127.0.0.1:${port}`,
     `--setenv=DENO_DIR=${denoDir}`,
     "--",
+    "env",
+    ...DEPLOYMENT_ENV,
     TEST_DENO ?? Deno.execPath(),
     "run",
     "-q",

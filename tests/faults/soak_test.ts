@@ -23,12 +23,13 @@ const CONNECTIONS = Number(Deno.env.get("SOAK_CONNECTIONS") ?? 30_000);
 /**
  * Once idle, RSS comes back to within this of its value at start-up (issue 18's bound)...
  *
- * Measured (docs/benchmark.md, "Memory over a proxy's life"; the deployment flags over the
- * bundle, 30,000 short connections then 2,000 held, 2 rounds): RSS 30 s after the load was
- * start-up +26 to +29 MiB before the idle reclaim (glibc keeps its freed arenas; V8 shrinks its
- * heap by itself only 10-20 s in), +4.7 to +6.8 MiB with it. What stays is mostly pages of the
- * `deno` binary that serving touched (shared with every other Deno process, +5-7 MiB RSS,
- * +1-2 MiB PSS), so 10 MiB is about 1.5 times the worst measured return.
+ * Measured (docs/benchmark.md, "Memory over a proxy's life": the wrapper over the bundle, 30,000
+ * short connections then 2,000 held, interleaved rounds): RSS 30 s after the load was start-up
+ * +26 to +30 MiB without the idle reclaim (glibc keeps its freed arenas), +5.8 and +6.6 MiB with
+ * it, and +6.7 MiB in this test. What stays is pages of the `deno` binary that serving touched
+ * (+7 MiB, clean and shared with other Deno processes; private memory is back to start-up), so
+ * the bound is about 1.5 times the worst measured return, and a return that fails is the
+ * reclaim not working (+16 MiB with Deno's trim alone, +25 with the GC alone).
  */
 const RSS_MARGIN_KIB = 10 * 1024;
 /** ...within this long after the last connection closed (the reclaim runs 1 s in). */

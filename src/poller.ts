@@ -48,8 +48,11 @@ export class Poller {
   #closed = false;
   #stopped: Promise<void> = Promise.resolve();
 
-  /** @throws {Error} when the kernel gives no epoll instance. */
-  constructor(libc: Libc) {
+  /**
+   * @param afterEvents called once the events taken by one wait have been handled.
+   * @throws {Error} when the kernel gives no epoll instance.
+   */
+  constructor(libc: Libc, private readonly afterEvents: () => void = () => {}) {
     this.#libc = libc;
     this.#epfd = libc.call.epoll_create1(EPOLL_CLOEXEC);
     if (this.#epfd < 0) throw new Error(`epoll_create1 failed (errno ${libc.errno()})`);
@@ -127,5 +130,6 @@ export class Poller {
       const token = this.#view.getUint32(at + DATA_OFFSET, true);
       this.#handlers.get(token)?.(this.#view.getUint32(at, true));
     }
+    this.afterEvents();
   }
 }

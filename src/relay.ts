@@ -11,6 +11,7 @@
  * @module
  */
 import { systemResolver } from "./dial.ts";
+import { MessageBatch } from "./batch.ts";
 import { ERRNO, type Libc } from "./libc.ts";
 import { ConnectionLimit } from "./limit.ts";
 import { log, Throttle } from "./log.ts";
@@ -21,6 +22,7 @@ import {
   decode,
   encodeIP,
   encodeUnix,
+  familyOf,
   formatSocketAddress,
   SOCKADDR_MAX,
 } from "./sockaddr.ts";
@@ -41,8 +43,11 @@ export const IP_DATAGRAM_MAX = 65_535;
 /** The largest Unix datagram relayed (the kernel's default send buffer allows about 212 KB). */
 export const UNIX_DATAGRAM_MAX = 262_144;
 
-/** Datagrams read from one listener per readiness, so that replies interleave under a flood. */
-const READS_PER_TURN = 64;
+/** Datagrams moved per `recvmmsg` or `sendmmsg`. */
+const BATCH = 16;
+
+/** Batches read from one listener per readiness, so that replies interleave under a flood. */
+const READS_PER_TURN = 4;
 
 const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0x800;
@@ -78,7 +83,8 @@ export function classify(libc: Libc, fd: number): SocketKind {
   const type = get(SO_TYPE);
   if (type === null) return { type: "other", why: `not a socket (errno ${libc.errno()})` };
   if (type === SOCK_DGRAM) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
-  return type === 1 ? { type: "stream" } : { type: "other", why: `socket type ${type}` };
+  if (type === 1) return { type: "stream" };
+  return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
 }
 
 /** Counters, for STATUS= and the stop line. */
@@ -103,64 +109,45 @@ export interface RelayOptions {
   readonly onChange: () => void;
 }
 
-/**
- * `struct msghdr` with its buffers, for `recvmsg`/`sendmsg`: the address, one iovec over the
- * shared data buffer, and the control (ancillary) data. Built once: the addresses of its buffers
- * are taken while libc is at hand, and never change.
- */
-class Message {
-  readonly header = new Uint8Array(56);
-  readonly name = new Uint8Array(SOCKADDR_MAX);
-  readonly control = new Uint8Array(64);
-  readonly #iov = new Uint8Array(16);
-  readonly #view = new DataView(this.header.buffer);
-  readonly #iovView = new DataView(this.#iov.buffer);
-
-  constructor(libc: Libc, data: Uint8Array) {
-    this.#view.setBigUint64(0, libc.addressOf(this.name), true);
-    this.#view.setBigUint64(16, libc.addressOf(this.#iov), true);
-    this.#view.setBigUint64(24, 1n, true);
-    this.#view.setBigUint64(32, libc.addressOf(this.control), true);
-    this.#iovView.setBigUint64(0, libc.addressOf(data), true);
-  }
-
-  /** Sets the lengths the next call may use (of the name, the data, the control data). */
-  prepare(nameLength: number, dataLength: number, controlLength: number): void {
-    this.#view.setUint32(8, nameLength, true);
-    this.#iovView.setBigUint64(8, BigInt(dataLength), true);
-    this.#view.setBigUint64(40, BigInt(controlLength), true);
-  }
-
-  get nameLength(): number {
-    return this.#view.getUint32(8, true);
-  }
-
-  get controlLength(): number {
-    return Number(this.#view.getBigUint64(40, true));
-  }
-
-  get flags(): number {
-    return this.#view.getInt32(48, true);
-  }
-}
-
 /** A passed datagram socket being served. */
 class DatagramListener {
-  /** Whether replies must say their source address (a wildcard IP listener). */
-  readonly pktinfo: boolean;
   token: number | null = null;
-  readonly description: string;
+  /** Replies to its clients, sent together (`sendmmsg`) once the events at hand are handled. */
+  readonly replies: MessageBatch;
+  /** The target's address when it needs no lookup, shared by the sessions. */
+  readonly address: Uint8Array | null;
+  /** The control messages that answer from each local address, shared by the sessions. */
+  readonly #controls = new Map<string, Uint8Array>();
 
   constructor(
+    libc: Libc,
     readonly fd: number,
     readonly family: number,
     readonly target: Target,
-    local: string,
-    pktinfo: boolean,
+    /** Whether replies must say their source address (a wildcard IP listener). */
+    readonly pktinfo: boolean,
   ) {
-    this.pktinfo = pktinfo;
-    this.description = local;
+    this.replies = new MessageBatch(libc, BATCH, slotFor(family));
+    this.address = target.kind === "tcp" && !isIPAddress(target.host)
+      ? null
+      : socketAddress(target);
   }
+
+  /** The control message that makes a reply leave from `destination` (as received). */
+  controlFor(destination: Uint8Array): Uint8Array {
+    const key = keyOf(destination, destination.length);
+    let control = this.#controls.get(key);
+    if (control === undefined) {
+      control = replyControl(this.family, destination);
+      this.#controls.set(key, control);
+    }
+    return control;
+  }
+}
+
+/** A slot that holds the largest datagram a socket of `family` takes, and one byte more. */
+function slotFor(family: number): number {
+  return (family === AF_UNIX ? UNIX_DATAGRAM_MAX : IP_DATAGRAM_MAX) + 1;
 }
 
 /** One client of one listener, and its socket to the target. */
@@ -196,10 +183,11 @@ export class Relay {
   readonly #options: RelayOptions;
   readonly #poller: Poller;
   readonly #limit: ConnectionLimit;
-  readonly #data: Uint8Array;
-  readonly #in: Message;
-  readonly #out: Message;
+  /** Datagrams from clients, `recvmmsg`'s batch (made at start, sized for the listeners). */
+  #in: MessageBatch | null = null;
   readonly #listeners: DatagramListener[] = [];
+  /** Listeners with replies waiting to be sent. */
+  readonly #replying = new Set<DatagramListener>();
   readonly #sessions = new Map<string, Session>();
   readonly #refusals = new Throttle(1000);
   readonly #failures = new Throttle(1000);
@@ -212,11 +200,8 @@ export class Relay {
   constructor(libc: Libc, options: RelayOptions) {
     this.#libc = libc;
     this.#options = options;
-    this.#poller = new Poller(libc);
+    this.#poller = new Poller(libc, () => this.#sendReplies());
     this.#limit = new ConnectionLimit(options.sessionsMax);
-    this.#data = new Uint8Array(UNIX_DATAGRAM_MAX + 1);
-    this.#in = new Message(libc, this.#data);
-    this.#out = new Message(libc, this.#data);
   }
 
   /** Sessions open now. */
@@ -242,9 +227,8 @@ export class Relay {
       if (family === AF_INET) this.#libc.call.setsockopt(fd, IPPROTO_IP, IP_PKTINFO, on, 4);
       else this.#libc.call.setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, on, 4);
     }
-    const description = formatSocketAddress(local);
-    this.#listeners.push(new DatagramListener(fd, family, target, description, wildcard));
-    return description;
+    this.#listeners.push(new DatagramListener(this.#libc, fd, family, target, wildcard));
+    return formatSocketAddress(local);
   }
 
   #localAddress(fd: number) {
@@ -257,6 +241,8 @@ export class Relay {
 
   /** Starts reading every listener (the datagrams already queued come first). */
   start(): void {
+    const slot = Math.max(...this.#listeners.map((listener) => slotFor(listener.family)));
+    this.#in = new MessageBatch(this.#libc, BATCH, slot);
     for (const listener of this.#listeners) {
       listener.token = this.#poller.add(listener.fd, EPOLLIN, () => this.#readClients(listener));
       if (listener.token === null) {
@@ -302,26 +288,32 @@ export class Relay {
 
   #readClients(listener: DatagramListener): void {
     this.#now = performance.now();
-    const message = this.#in;
-    const cap = listener.family === AF_UNIX ? UNIX_DATAGRAM_MAX : IP_DATAGRAM_MAX;
-    for (let i = 0; i < READS_PER_TURN; i++) {
-      message.prepare(SOCKADDR_MAX, cap + 1, listener.pktinfo ? message.control.length : 0);
-      const n = Number(this.#libc.call.recvmsg(listener.fd, message.header, MSG_DONTWAIT));
-      if (n < 0) return;
-      if (n > cap || (message.flags & MSG_TRUNC) !== 0) {
-        this.#counts.dropped++;
-        continue;
+    const batch = this.#in!;
+    const cap = slotFor(listener.family) - 1;
+    for (let turn = 0; turn < READS_PER_TURN; turn++) {
+      batch.prepareReceive(listener.pktinfo);
+      const count = this.#libc.call.recvmmsg(listener.fd, batch.headers, BATCH, MSG_DONTWAIT, 0n);
+      for (let i = 0; i < count; i++) {
+        const n = batch.length(i);
+        if (n > cap || (batch.flags(i) & MSG_TRUNC) !== 0) {
+          this.#counts.dropped++;
+          continue;
+        }
+        const session = this.#sessionFor(listener, batch, i);
+        if (session !== null) this.#toBackend(session, batch.data(i), n);
       }
-      const session = this.#sessionFor(listener, message);
-      if (session !== null) this.#toBackend(session, n);
+      if (count < BATCH) return;
     }
   }
 
-  #sessionFor(listener: DatagramListener, message: Message): Session | null {
-    const nameLength = Math.min(message.nameLength, SOCKADDR_MAX);
+  #sessionFor(listener: DatagramListener, batch: MessageBatch, i: number): Session | null {
+    const name = batch.name(i);
+    const nameLength = batch.nameLength(i);
     const named = listener.family !== AF_UNIX || nameLength > 2;
-    const destination = listener.pktinfo ? destinationOf(message) : null;
-    let key = listener.fd + (named ? keyOf(message.name, nameLength) : "-");
+    const destination = listener.pktinfo
+      ? destinationOf(batch.control(i), batch.controlLength(i))
+      : null;
+    let key = `${listener.fd}/` + (named ? keyOf(name, nameLength) : "-");
     if (destination !== null) key += keyOf(destination, destination.length);
     const found = this.#sessions.get(key);
     if (found !== undefined) {
@@ -333,8 +325,8 @@ export class Relay {
       this.#refused();
       return null;
     }
-    const client = named ? message.name.slice(0, nameLength) : null;
-    const control = destination === null ? null : replyControl(listener.family, destination);
+    const client = named ? name.slice(0, nameLength) : null;
+    const control = destination === null ? null : listener.controlFor(destination);
     const session = new Session(key, listener, client, control, this.#now);
     this.#sessions.set(key, session);
     this.#counts.sessions++;
@@ -356,21 +348,16 @@ export class Relay {
 
   /** Opens the session's socket to the target: at once for an address, after a name lookup. */
   #open(session: Session): void {
-    const target = session.listener.target;
-    if (target.kind !== "tcp" || isIPAddress(target.host)) {
-      return this.#connect(session, target);
-    }
+    const { target, address } = session.listener;
+    if (address !== null || target.kind !== "tcp") return this.#connect(session, address!);
     session.pending = [];
     systemResolver(target.host).then((addresses) => {
       if (addresses.length === 0) throw new Error(`${target.host} has no addresses`);
       if (!this.#sessions.has(session.key)) return;
-      this.#connect(session, { kind: "tcp", host: addresses[0], port: target.port });
+      this.#connect(session, encodeIP(addresses[0], target.port));
       const pending = session.pending ?? [];
       session.pending = null;
-      for (const datagram of pending) {
-        this.#data.set(datagram);
-        this.#toBackend(session, datagram.length);
-      }
+      for (const datagram of pending) this.#toBackend(session, datagram, datagram.length);
     }).catch((e) => {
       this.#counts.dropped += session.pending?.length ?? 0;
       this.#failed(session, `cannot resolve ${target.host} (${(e as Error).message})`);
@@ -378,10 +365,9 @@ export class Relay {
     });
   }
 
-  #connect(session: Session, to: Target): void {
+  #connect(session: Session, address: Uint8Array): void {
     const call = this.#libc.call;
-    const address = socketAddress(to);
-    const family = address[0] | (address[1] << 8);
+    const family = familyOf(address);
     session.fd = call.socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (session.fd < 0) {
       this.#failed(session, `cannot open a socket (errno ${this.#libc.errno()})`);
@@ -417,35 +403,39 @@ export class Relay {
     );
   }
 
-  /** Sends the first `n` bytes of the data buffer to the session's backend. */
-  #toBackend(session: Session, n: number): void {
+  /** Sends the first `n` bytes of `data` to the session's backend. */
+  #toBackend(session: Session, data: Uint8Array, n: number): void {
     if (session.pending !== null) {
       if (session.pending.length < MAX_PENDING_DATAGRAMS) {
-        session.pending.push(this.#data.slice(0, n));
+        session.pending.push(data.slice(0, n));
       } else this.#counts.dropped++;
       return;
     }
     if (session.fd < 0) return void this.#counts.dropped++;
     if (!session.connected && !this.#tryConnect(session)) return void this.#counts.dropped++;
     const call = this.#libc.call;
-    let sent = Number(call.send(session.fd, this.#data, BigInt(n), MSG_DONTWAIT));
+    let sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
     // A refusal the kernel kept from an earlier datagram (ICMP port unreachable): this one
     // still goes, so a backend that has come up is served at once.
     if (sent < 0 && this.#libc.errno() === ERRNO.ECONNREFUSED) {
-      sent = Number(call.send(session.fd, this.#data, BigInt(n), MSG_DONTWAIT));
+      sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
     }
     if (sent < 0) return void this.#counts.dropped++;
     session.sent++;
     this.#counts.forwarded++;
   }
 
+  /** Takes the backend's datagrams straight into the listener's reply batch. */
   #readBackend(session: Session, events: number): void {
     this.#now = performance.now();
     const call = this.#libc.call;
+    const replies = session.listener.replies;
     if ((events & EPOLLERR) !== 0) this.#clearError(session);
     for (;;) {
+      if (replies.count === replies.size) this.#sendRepliesOf(session.listener);
+      const slot = replies.count;
       const n = Number(
-        call.recv(session.fd, this.#data, BigInt(UNIX_DATAGRAM_MAX + 1), MSG_DONTWAIT | MSG_TRUNC),
+        call.recv(session.fd, replies.data(slot), replies.slotSize, MSG_DONTWAIT | MSG_TRUNC),
       );
       if (n < 0) {
         if (this.#libc.errno() === ERRNO.ECONNREFUSED) continue; // Counted as the error it is.
@@ -453,11 +443,13 @@ export class Relay {
       }
       session.lastActive = this.#now;
       session.replied++;
-      if (n > UNIX_DATAGRAM_MAX || session.client === null) {
+      if (n >= replies.slot || session.client === null) {
         this.#counts.dropped++;
         continue;
       }
-      this.#toClient(session, n);
+      replies.prepareSend(slot, session.client, session.replyControl, n);
+      replies.count++;
+      this.#replying.add(session.listener);
     }
     if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
   }
@@ -468,16 +460,32 @@ export class Relay {
     this.#libc.call.getsockopt(session.fd, SOL_SOCKET, SO_ERROR, value, length);
   }
 
-  #toClient(session: Session, n: number): void {
-    const message = this.#out;
-    const client = session.client!;
-    message.name.set(client);
-    const control = session.replyControl;
-    if (control !== null) message.control.set(control);
-    message.prepare(client.length, n, control?.length ?? 0);
-    const sent = this.#libc.call.sendmsg(session.listener.fd, message.header, MSG_DONTWAIT);
-    if (sent < 0) this.#counts.dropped++;
-    else this.#counts.returned++;
+  /** Sends the replies gathered while handling the events at hand. */
+  #sendReplies(): void {
+    for (const listener of this.#replying) this.#sendRepliesOf(listener);
+    this.#replying.clear();
+  }
+
+  #sendRepliesOf(listener: DatagramListener): void {
+    const replies = listener.replies;
+    for (let first = 0; first < replies.count;) {
+      const sent = this.#libc.call.sendmmsg(
+        listener.fd,
+        replies.from(first),
+        replies.count - first,
+        MSG_DONTWAIT,
+      );
+      // After a partial send, the next call fails on the one that could not go (a full send
+      // buffer, an unreachable client): that one is dropped, and the rest go on.
+      if (sent < 0) {
+        this.#counts.dropped++;
+        first++;
+      } else {
+        this.#counts.returned += sent;
+        first += sent;
+      }
+    }
+    replies.count = 0;
   }
 
   #close(session: Session): void {
@@ -527,18 +535,22 @@ function socketAddress(target: Target): Uint8Array {
   }
 }
 
-/** A map key for the first `length` bytes of `bytes`. */
+/**
+ * A map key for the first `length` bytes of `bytes`, and nothing after them: a Unix address
+ * may be of odd length, and what follows it in the buffer is left from an earlier address.
+ */
 function keyOf(bytes: Uint8Array, length: number): string {
-  let key = "";
-  for (let i = 0; i < length; i += 2) key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  let key = String.fromCharCode(length);
+  for (let i = 0; i + 1 < length; i += 2) {
+    key += String.fromCharCode(bytes[i] | (bytes[i + 1] << 8));
+  }
+  if (length % 2 === 1) key += String.fromCharCode(bytes[length - 1]);
   return key;
 }
 
 /** The address a client sent to, from the IP_PKTINFO/IPV6_PKTINFO control message. */
-function destinationOf(message: Message): Uint8Array | null {
-  const control = message.control;
-  const view = new DataView(control.buffer);
-  const length = message.controlLength;
+function destinationOf(control: Uint8Array, length: number): Uint8Array | null {
+  const view = new DataView(control.buffer, control.byteOffset, control.length);
   for (let at = 0; at + 16 <= length;) {
     const size = Number(view.getBigUint64(at, true));
     const level = view.getInt32(at + 8, true);
@@ -551,7 +563,7 @@ function destinationOf(message: Message): Uint8Array | null {
   return null;
 }
 
-/** The control message for `sendmsg` that sends from `destination` (as received). */
+/** The control message for `sendmmsg` that sends from `destination` (as received). */
 function replyControl(family: number, destination: Uint8Array): Uint8Array {
   if (family === AF_INET) {
     // struct in_pktinfo { ifindex = 0; ipi_spec_dst = destination; ipi_addr }

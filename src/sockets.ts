@@ -55,7 +55,15 @@ export async function sortSockets(
   for (const planned of sockets) {
     const kind = classify(libc, planned.socket.fd);
     if (kind.type === "datagram") datagrams.push({ ...planned, family: kind.family });
-    else streams.push(planned);
+    else if (kind.type === "stream") streams.push(planned);
+    else {
+      await dropFfi();
+      const { fd, name } = planned.socket;
+      throw new StartError(
+        `Passed in socket fd ${fd} (name "${name}") is neither a stream nor a datagram socket ` +
+          `(${kind.why}); pass ListenStream= or ListenDatagram= sockets only.`,
+      );
+    }
   }
   if (datagrams.length === 0) {
     await dropFfi();

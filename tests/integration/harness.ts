@@ -162,6 +162,8 @@ export interface ProxyStart {
   activateFlags?: string[];
   /** A command that `exec`s its arguments, run between the activator and the proxy. */
   wrapper?: string[];
+  /** Instead of {@link DENO_RUN}: the Deno command line before the script. */
+  denoRun?: string[];
 }
 
 /**
@@ -176,7 +178,7 @@ export async function startProxy(start: ProxyStart): Promise<Process> {
     ...(start.fdnames ? [`--fdname=${start.fdnames.join(":")}`] : []),
     "--",
     ...start.wrapper ?? [],
-    ...DENO_RUN,
+    ...start.denoRun ?? DENO_RUN,
     ...start.denoFlags ?? [],
     MAIN,
     ...start.args,

@@ -3,7 +3,6 @@
  * its message and exit status, before any socket is touched.
  */
 import { equal, match, ok } from "node:assert/strict";
-import dgram from "node:dgram";
 import {
   DENO_RUN,
   freePort,
@@ -109,24 +108,6 @@ Deno.test("a regular file as fd 3 is refused, naming the fd, exit 1", async () =
   match(
     stderr,
     /Passed in socket fd 3 \(name "config"\) is not a listening or connected stream socket/,
-  );
-});
-
-Deno.test("a datagram socket is refused, naming the fd, exit 1", async () => {
-  const port = freePort();
-  const proxy = await startProxy({
-    listen: [`127.0.0.1:${port}`],
-    activateFlags: ["--datagram"],
-    args: ["127.0.0.1:1"],
-  });
-  const udp = dgram.createSocket("udp4");
-  await new Promise((resolve) => udp.send("x", port, "127.0.0.1", resolve));
-  const { code, stderr } = await proxy.exit();
-  udp.close();
-  equal(code, 1);
-  match(
-    stderr,
-    /Passed in socket fd 3 \(name "unknown"\) is not a listening or connected stream socket/,
   );
 });
 

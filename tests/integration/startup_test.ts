@@ -3,16 +3,7 @@
  * its message and exit status, before any socket is touched.
  */
 import { equal, match, ok } from "node:assert/strict";
-import {
-  DENO_RUN,
-  freePort,
-  MAIN,
-  Process,
-  ROOT,
-  runProxy,
-  startProxy,
-  tempSocketPath,
-} from "./harness.ts";
+import { DENO_RUN, freePort, MAIN, Process, ROOT, runProxy, tempSocketPath } from "./harness.ts";
 
 const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 

@@ -20,6 +20,8 @@ export interface Listener {
   readonly passed: PassedSocket;
   /** Where it listens, for logs: "127.0.0.1:80", "[::]:80" or "unix socket". */
   readonly address: string;
+  /** Its TCP port; null for a Unix socket. */
+  readonly port: number | null;
   /**
    * The private API that recovering this listener after running out of file descriptors needs
    * and this Deno lacks (see `rearm.ts`), or null.
@@ -129,6 +131,7 @@ const SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, pauseOnConnect: tr
  */
 class ServedListener implements Listener {
   readonly address: string;
+  readonly port: number | null;
   readonly recoveryMissing: string | null;
   readonly fastPathMissing: string | null;
   #server: net.Server;
@@ -148,6 +151,8 @@ class ServedListener implements Listener {
   ) {
     this.#server = server;
     this.address = describe(server);
+    const address = server.address();
+    this.port = address !== null && typeof address === "object" ? address.port : null;
     this.recoveryMissing = recoveryMissing(server);
     this.fastPathMissing = fastPathMissing(server);
     this.#serve(server);

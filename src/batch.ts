@@ -65,6 +65,19 @@ export class MessageBatch {
     }
   }
 
+  /**
+   * Readies the slots from `first` on to receive datagrams from a connected socket: no address,
+   * no ancillary data (the slots are then readied to send with {@link prepareSend}).
+   */
+  prepareReceiveFrom(first: number): void {
+    for (let i = first; i < this.size; i++) this.#set(i, 0, this.slot, 0);
+  }
+
+  /** Moves slot `from`'s first `length` bytes of data to slot `to`. */
+  move(from: number, to: number, length: number): void {
+    this.#data[to].set(this.#data[from].subarray(0, length));
+  }
+
   /** Readies slot `i` to send `length` bytes of its data to `name`, with `control` (or none). */
   prepareSend(i: number, name: Uint8Array, control: Uint8Array | null, length: number): void {
     this.#names[i].set(name);

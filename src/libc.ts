@@ -5,7 +5,7 @@
  * Least privilege: {@link openLibc} opens libc with just the symbols the datagram relay needs,
  * and {@link dropFfi} then gives up Deno's FFI permission for good: the loaded symbols keep
  * working, but no other library can be opened and no pointer made or read from JavaScript. The
- * few addresses the relay needs (of its own buffers, for `recvmsg`/`sendmsg`) come from libc
+ * few addresses the relay needs (of its own buffers, for `recvmmsg`/`sendmmsg`) come from libc
  * itself ({@link Libc.addressOf}), so no pointer API is ever needed, and a path-scoped
  * `--allow-ffi=/PATH/libc.so.6` is enough.
  * @module
@@ -32,7 +32,6 @@ const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "usize"], result: "i32" },
   sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
@@ -53,6 +52,17 @@ const SYMBOLS = {
 
 /** The loaded symbols. */
 export type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/**
+ * Just enough to ask each passed socket its type, at start-up: every symbol costs Deno work
+ * when a library is opened (about 0.5 ms of CPU each, measured), so the whole set is opened
+ * only when a datagram socket was passed.
+ */
+const PROBE_SYMBOLS = {
+  getsockopt: SYMBOLS.getsockopt,
+  __errno_location: SYMBOLS.__errno_location,
+  read_at: SYMBOLS.read_at,
+} as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc, opened. */
 export interface Libc {
@@ -117,27 +127,90 @@ export function libcFlag(): string {
   return `--allow-ffi=${path ?? LIBC_CANDIDATES[0]}`;
 }
 
-/** Opens libc where Deno's permissions allow it. */
-export function openLibc(): Libc | LibcProblem {
+/** What a passed file descriptor is, as far as serving it goes. */
+export type SocketKind =
+  | { readonly type: "stream" }
+  | { readonly type: "datagram"; readonly family: number }
+  | { readonly type: "other"; readonly why: string };
+
+/** What {@link classify} needs of libc. */
+export interface SocketProbe {
+  readonly call: Pick<LibcSymbols, "getsockopt">;
+  errno(): number;
+}
+
+const SOL_SOCKET = 1;
+const ENOTSOCK = 88;
+const SO_TYPE = 3;
+const SO_DOMAIN = 39;
+
+/** Asks the kernel what kind of socket `fd` is (SO_TYPE, SO_DOMAIN). */
+export function classify(libc: SocketProbe, fd: number): SocketKind {
+  const value = new Uint8Array(4);
+  const length = new Uint8Array(4);
+  const get = (option: number) => {
+    new DataView(length.buffer).setUint32(0, 4, true);
+    return libc.call.getsockopt(fd, SOL_SOCKET, option, value, length) < 0
+      ? null
+      : new DataView(value.buffer).getInt32(0, true);
+  };
+  const type = get(SO_TYPE);
+  if (type === null) {
+    const errno = libc.errno();
+    return { type: "other", why: errno === ENOTSOCK ? "not a socket" : `errno ${errno}` };
+  }
+  if (type === 2) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
+  if (type === 1) return { type: "stream" };
+  return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
+}
+
+/**
+ * Asks each of `fds` its type, with a library of {@link PROBE_SYMBOLS} only, closed again at
+ * once.
+ */
+export function probeSockets(fds: readonly number[]): SocketKind[] | LibcProblem {
+  const opened = dlopen(PROBE_SYMBOLS);
+  if ("kind" in opened) return opened;
+  try {
+    const probe = { call: opened.symbols, errno: errnoReader(opened.symbols) };
+    return fds.map((fd) => classify(probe, fd));
+  } finally {
+    opened.close();
+  }
+}
+
+function dlopen<S extends Deno.ForeignLibraryInterface>(
+  symbols: S,
+): Deno.DynamicLibrary<S> | LibcProblem {
   const path = grantedLibc(ffiGranted);
   if (path === null) return { kind: "no-permission" };
-  let library: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
-    library = Deno.dlopen(path, SYMBOLS);
+    return Deno.dlopen(path, symbols);
   } catch (e) {
     return { kind: "failed", path, message: (e as Error).message };
   }
-  const call = library.symbols;
+}
+
+/** Reads this thread's errno: its address comes from libc, its value through memmove. */
+function errnoReader(call: Pick<LibcSymbols, "__errno_location" | "read_at">): () => number {
   const errnoAt = BigInt(call.__errno_location());
-  const errnoBytes = new Uint8Array(4);
-  const errnoView = new DataView(errnoBytes.buffer);
+  const bytes = new Uint8Array(4);
+  const view = new DataView(bytes.buffer);
+  return () => {
+    call.read_at(bytes, errnoAt, 4n);
+    return view.getInt32(0, true);
+  };
+}
+
+/** Opens libc, with every symbol the relay needs, where Deno's permissions allow it. */
+export function openLibc(): Libc | LibcProblem {
+  const opened = dlopen(SYMBOLS);
+  if ("kind" in opened) return opened;
+  const call = opened.symbols;
   return {
-    path,
+    path: grantedLibc(ffiGranted)!,
     call,
-    errno() {
-      call.read_at(errnoBytes, errnoAt, 4n);
-      return errnoView.getInt32(0, true);
-    },
+    errno: errnoReader(call),
     addressOf(buffer: Uint8Array) {
       return BigInt(call.address_of(buffer, buffer, 0n));
     },

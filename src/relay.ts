@@ -13,7 +13,7 @@
 import { systemResolver } from "./dial.ts";
 import { MessageBatch } from "./batch.ts";
 import { ERRNO, type Libc } from "./libc.ts";
-import { ConnectionLimit } from "./limit.ts";
+import { Admission, type Refusal, sourceOf } from "./admission.ts";
 import { log, Throttle } from "./log.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
@@ -26,7 +26,7 @@ import {
   formatSocketAddress,
   SOCKADDR_MAX,
 } from "./sockaddr.ts";
-import { formatTarget, isIPAddress, type Target } from "./target.ts";
+import { atPort, formatTarget, isIPAddress, type Target, type TargetSpec } from "./target.ts";
 
 /** The default `--idle-timeout` of a datagram session (see the man page for why). */
 export const DEFAULT_SESSION_IDLE_MS = 30_000;
@@ -53,9 +53,7 @@ const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0x800;
 const SOCK_CLOEXEC = 0x80000;
 const SOL_SOCKET = 1;
-const SO_TYPE = 3;
 const SO_ERROR = 4;
-const SO_DOMAIN = 39;
 const IPPROTO_IP = 0;
 const IPPROTO_IPV6 = 41;
 const IP_PKTINFO = 8;
@@ -63,29 +61,6 @@ const IPV6_RECVPKTINFO = 49;
 const IPV6_PKTINFO = 50;
 const MSG_TRUNC = 0x20;
 const MSG_DONTWAIT = 0x40;
-
-/** What a passed file descriptor is, as far as serving it goes. */
-export type SocketKind =
-  | { readonly type: "stream" }
-  | { readonly type: "datagram"; readonly family: number }
-  | { readonly type: "other"; readonly why: string };
-
-/** Asks the kernel what kind of socket `fd` is (SO_TYPE, SO_DOMAIN). */
-export function classify(libc: Libc, fd: number): SocketKind {
-  const value = new Uint8Array(4);
-  const length = new Uint8Array(4);
-  const get = (option: number) => {
-    new DataView(length.buffer).setUint32(0, 4, true);
-    return libc.call.getsockopt(fd, SOL_SOCKET, option, value, length) < 0
-      ? null
-      : new DataView(value.buffer).getInt32(0, true);
-  };
-  const type = get(SO_TYPE);
-  if (type === null) return { type: "other", why: `not a socket (errno ${libc.errno()})` };
-  if (type === SOCK_DGRAM) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
-  if (type === 1) return { type: "stream" };
-  return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
-}
 
 /** Counters, for STATUS= and the stop line. */
 export interface RelayCounts {
@@ -95,14 +70,18 @@ export interface RelayCounts {
   forwarded: number;
   /** Datagrams from backends sent back to clients. */
   returned: number;
-  /** Datagrams dropped: too large, over the session limit, backend unreachable or queue full. */
+  /** Datagrams dropped: too large, over a session limit, backend unreachable or queue full. */
   dropped: number;
+  /** Of those, from new clients over `--connections-max` and over `--connections-per-source`. */
+  refused: Record<Refusal, number>;
 }
 
 /** What the relay needs to know. */
 export interface RelayOptions {
   /** The most sessions open at once. */
   readonly sessionsMax: number;
+  /** The most sessions open at once from one source (see `admission.ts`), or null. */
+  readonly sessionsPerSource: number | null;
   /** A session without traffic this long ends. */
   readonly idleTimeoutMs: number;
   /** Called whenever the number of open sessions changes. */
@@ -166,6 +145,8 @@ class Session {
 
   constructor(
     readonly key: string,
+    /** What it counts under for `--connections-per-source`. */
+    readonly source: string | null,
     readonly listener: DatagramListener,
     /** The client's address, or null for a nameless Unix client (which gets no replies). */
     readonly client: Uint8Array | null,
@@ -182,7 +163,8 @@ export class Relay {
   readonly #libc: Libc;
   readonly #options: RelayOptions;
   readonly #poller: Poller;
-  readonly #limit: ConnectionLimit;
+  /** Sessions under the limits; a datagram cannot wait, so over one it is dropped. */
+  readonly #admission: Admission<null>;
   /** Datagrams from clients, `recvmmsg`'s batch (made at start, sized for the listeners). */
   #in: MessageBatch | null = null;
   readonly #listeners: DatagramListener[] = [];
@@ -191,7 +173,13 @@ export class Relay {
   readonly #sessions = new Map<string, Session>();
   readonly #refusals = new Throttle(1000);
   readonly #failures = new Throttle(1000);
-  readonly #counts: RelayCounts = { sessions: 0, forwarded: 0, returned: 0, dropped: 0 };
+  readonly #counts: RelayCounts = {
+    sessions: 0,
+    forwarded: 0,
+    returned: 0,
+    dropped: 0,
+    refused: { full: 0, source: 0 },
+  };
   #now = performance.now();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #draining: (() => void) | null = null;
@@ -201,7 +189,11 @@ export class Relay {
     this.#libc = libc;
     this.#options = options;
     this.#poller = new Poller(libc, () => this.#sendReplies());
-    this.#limit = new ConnectionLimit(options.sessionsMax);
+    this.#admission = new Admission({
+      max: options.sessionsMax,
+      perSource: options.sessionsPerSource,
+      whenFull: "refuse",
+    });
   }
 
   /** Sessions open now. */
@@ -215,11 +207,14 @@ export class Relay {
   }
 
   /**
-   * Prepares a passed datagram socket for serving, and describes it ("[::]:53", "/run/x.sock").
-   * Nothing is read until {@link start}.
+   * Prepares a passed datagram socket for serving; "HOST:*" takes its port. Nothing is read
+   * until {@link start}.
+   * @returns where it listens ("[::]:53", "/run/x.sock") and its target.
+   * @throws {RangeError} for "HOST:*" on a Unix socket.
    */
-  add(fd: number, family: number, target: Target): string {
+  add(fd: number, family: number, spec: TargetSpec): { local: string; target: Target } {
     const local = this.#localAddress(fd);
+    const target = atPort(spec, local === null || local.family === "unix" ? null : local.port);
     const wildcard = local !== null && local.family !== "unix" &&
       (local.host === "0.0.0.0" || local.host === "::");
     if (wildcard) {
@@ -228,7 +223,7 @@ export class Relay {
       else this.#libc.call.setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, on, 4);
     }
     this.#listeners.push(new DatagramListener(this.#libc, fd, family, target, wildcard));
-    return formatSocketAddress(local);
+    return { local: formatSocketAddress(local), target };
   }
 
   #localAddress(fd: number) {
@@ -320,14 +315,17 @@ export class Relay {
       found.lastActive = this.#now;
       return found;
     }
-    if (!this.#limit.tryAcquire()) {
+    const client = named ? name.slice(0, nameLength) : null;
+    const source = client === null || listener.family === AF_UNIX ? null : sourceOfAddress(client);
+    const decision = this.#admission.request(source, null);
+    if (decision !== "admitted") {
       this.#counts.dropped++;
-      this.#refused();
+      this.#counts.refused[decision as Refusal]++;
+      this.#refused(decision as Refusal, client!, source);
       return null;
     }
-    const client = named ? name.slice(0, nameLength) : null;
     const control = destination === null ? null : listener.controlFor(destination);
-    const session = new Session(key, listener, client, control, this.#now);
+    const session = new Session(key, source, listener, client, control, this.#now);
     this.#sessions.set(key, session);
     this.#counts.sessions++;
     this.#sweepWhileOpen();
@@ -336,13 +334,19 @@ export class Relay {
     return session;
   }
 
-  #refused(): void {
+  #refused(why: Refusal, client: Uint8Array, source: string | null): void {
     const held = this.#refusals.hit();
     if (held === null) return;
+    const { max, perSource } = this.#admission.limits;
+    const more = held > 0 ? `; ${held} more dropped since the last message)` : ")";
     log(
       "warning",
-      `Hit connection limit, dropping a datagram from a new client (${this.#limit.max} ` +
-        "sessions open" + (held > 0 ? `; ${held} more dropped since the last message)` : ")"),
+      why === "full"
+        ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open${more}`
+        : `Hit per-source connection limit, dropping a datagram from ` +
+          `${
+            formatSocketAddress(decode(client))
+          } (${perSource} sessions open from ${source}${more}`,
     );
   }
 
@@ -425,33 +429,52 @@ export class Relay {
     this.#counts.forwarded++;
   }
 
-  /** Takes the backend's datagrams straight into the listener's reply batch. */
+  /**
+   * Takes the backend's datagrams straight into the listener's reply batch, as many as are
+   * queued with one `recvmmsg` (fewer than asked for: the queue is empty, no call to find out).
+   */
   #readBackend(session: Session, events: number): void {
     this.#now = performance.now();
-    const call = this.#libc.call;
     const replies = session.listener.replies;
     if ((events & EPOLLERR) !== 0) this.#clearError(session);
-    for (;;) {
+    for (let retried = false;;) {
       if (replies.count === replies.size) this.#sendRepliesOf(session.listener);
-      const slot = replies.count;
-      const n = Number(
-        call.recv(session.fd, replies.data(slot), replies.slotSize, MSG_DONTWAIT | MSG_TRUNC),
-      );
-      if (n < 0) {
-        if (this.#libc.errno() === ERRNO.ECONNREFUSED) continue; // Counted as the error it is.
+      const first = replies.count;
+      const room = replies.size - first;
+      replies.prepareReceiveFrom(first);
+      const got = this.#libc.call.recvmmsg(session.fd, replies.from(first), room, MSG_DONTWAIT, 0n);
+      if (got < 0) {
+        // A refusal the kernel kept (ICMP port unreachable): counted as the error it is, and
+        // what is queued behind it is still read.
+        if (!retried && this.#libc.errno() === ERRNO.ECONNREFUSED) {
+          retried = true;
+          continue;
+        }
         break;
       }
-      session.lastActive = this.#now;
-      session.replied++;
-      if (n >= replies.slot || session.client === null) {
+      this.#takeReplies(session, first, got);
+      if (got < room) break;
+    }
+    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+  }
+
+  /** Readies the `got` datagrams received from slot `first` on to go to the session's client. */
+  #takeReplies(session: Session, first: number, got: number): void {
+    const replies = session.listener.replies;
+    session.lastActive = this.#now;
+    session.replied += got;
+    let next = first;
+    for (let i = first; i < first + got; i++) {
+      const n = replies.length(i);
+      if (session.client === null || n >= replies.slot || (replies.flags(i) & MSG_TRUNC) !== 0) {
         this.#counts.dropped++;
         continue;
       }
-      replies.prepareSend(slot, session.client, session.replyControl, n);
-      replies.count++;
-      this.#replying.add(session.listener);
+      if (next !== i) replies.move(i, next, n);
+      replies.prepareSend(next++, session.client, session.replyControl, n);
     }
-    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+    replies.count = next;
+    if (next > 0) this.#replying.add(session.listener);
   }
 
   #clearError(session: Session): void {
@@ -494,7 +517,7 @@ export class Relay {
     if (session.token !== null) this.#poller.remove(session.fd, session.token);
     if (session.fd >= 0) this.#libc.call.close(session.fd);
     session.fd = -1;
-    this.#limit.release();
+    this.#admission.release(session.source);
     if (this.#sessions.size === 0) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
@@ -519,6 +542,12 @@ export class Relay {
       if (answered || now - session.lastActive >= quiet) this.#close(session);
     }
   }
+}
+
+/** What an IP client address counts under for `--connections-per-source`. */
+function sourceOfAddress(client: Uint8Array): string | null {
+  const address = decode(client);
+  return address === null || address.family === "unix" ? null : sourceOf(address.host);
 }
 
 /** The sockaddr of a datagram target. */

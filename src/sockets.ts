@@ -9,10 +9,10 @@
  * @module
  */
 import { CONNECTION_NAME } from "./activation.ts";
-import { dropFfi, type Libc, openLibc } from "./libc.ts";
+import { dropFfi, openLibc, probeSockets } from "./libc.ts";
 import type { PlannedSocket } from "./plan.ts";
 import { StartError } from "./plan.ts";
-import { classify, Relay, type RelayOptions } from "./relay.ts";
+import { Relay, type RelayOptions } from "./relay.ts";
 import { formatTarget } from "./target.ts";
 
 /** The passed sockets, sorted. */
@@ -39,46 +39,58 @@ export async function sortSockets(
   sockets: readonly PlannedSocket[],
   options: SortOptions,
 ): Promise<Sorted> {
-  const none: Sorted = { streams: sockets, relay: null, descriptions: [] };
-  if (sockets.length === 0 || sockets.every(({ socket }) => socket.name === CONNECTION_NAME)) {
-    await dropFfi();
-    return none;
-  }
-  const libc = openLibc();
-  if (!("call" in libc)) {
-    await dropFfi();
-    if (libc.kind === "no-permission") return none;
-    throw new StartError(`Cannot open ${libc.path} for datagram sockets: ${libc.message}`);
-  }
-  const streams: PlannedSocket[] = [];
-  const datagrams: Array<PlannedSocket & { family: number }> = [];
-  for (const planned of sockets) {
-    const kind = classify(libc, planned.socket.fd);
-    if (kind.type === "datagram") datagrams.push({ ...planned, family: kind.family });
-    else if (kind.type === "stream") streams.push(planned);
-    else {
-      await dropFfi();
-      const { fd, name } = planned.socket;
-      throw new StartError(
-        `Passed in socket fd ${fd} (name "${name}") is neither a stream nor a datagram socket ` +
-          `(${kind.why}); pass ListenStream= or ListenDatagram= sockets only.`,
-      );
+  try {
+    const datagrams = sockets.length === 0 ||
+        sockets.every(({ socket }) => socket.name === CONNECTION_NAME)
+      ? []
+      : datagramSockets(sockets);
+    if (datagrams.length === 0) return { streams: sockets, relay: null, descriptions: [] };
+    for (const { socket, target } of datagrams) {
+      checkDatagram(socket.fd, socket.name, target, options);
     }
-  }
-  if (datagrams.length === 0) {
+    const relay = openRelay(options);
+    const descriptions = datagrams.map(({ socket, target, family }) => {
+      const where = `fd ${socket.fd}, "${socket.name}"`;
+      let added;
+      try {
+        added = relay.add(socket.fd, family, target);
+      } catch (e) {
+        throw new StartError(`Cannot serve the datagram socket ${where}: ${(e as Error).message}.`);
+      }
+      return `${added.local} (${where}, datagrams) to ${formatTarget(added.target)}`;
+    });
+    const streams = sockets.filter((planned) =>
+      !datagrams.some((d) => d.socket === planned.socket)
+    );
+    return { streams, relay, descriptions };
+  } finally {
     await dropFfi();
-    return none;
   }
-  for (const { socket, target } of datagrams) {
-    checkDatagram(socket.fd, socket.name, target, options);
+}
+
+/**
+ * The datagram sockets among `sockets` (none when FFI is not granted: the adoption layer then
+ * refuses them).
+ * @throws {StartError} for a socket that is neither stream nor datagram.
+ */
+function datagramSockets(
+  sockets: readonly PlannedSocket[],
+): Array<PlannedSocket & { family: number }> {
+  const kinds = probeSockets(sockets.map(({ socket }) => socket.fd));
+  if (!Array.isArray(kinds)) {
+    if (kinds.kind === "no-permission") return [];
+    throw new StartError(`Cannot open ${kinds.path} for datagram sockets: ${kinds.message}`);
   }
-  const relay = openRelay(libc, options);
-  await dropFfi();
-  const descriptions = datagrams.map(({ socket, target, family }) =>
-    `${relay.add(socket.fd, family, target)} (fd ${socket.fd}, "${socket.name}", datagrams) ` +
-    `to ${formatTarget(target)}`
-  );
-  return { streams, relay, descriptions };
+  return kinds.flatMap((kind, i) => {
+    const planned = sockets[i];
+    if (kind.type === "datagram") return [{ ...planned, family: kind.family }];
+    if (kind.type === "stream") return [];
+    const { fd, name } = planned.socket;
+    throw new StartError(
+      `Passed in socket fd ${fd} (name "${name}") is neither a stream nor a datagram socket ` +
+        `(${kind.why}); pass ListenStream= or ListenDatagram= sockets only.`,
+    );
+  });
 }
 
 function checkDatagram(
@@ -103,7 +115,12 @@ function checkDatagram(
   }
 }
 
-function openRelay(libc: Libc, options: RelayOptions): Relay {
+function openRelay(options: RelayOptions): Relay {
+  const libc = openLibc();
+  if ("kind" in libc) {
+    const why = libc.kind === "failed" ? libc.message : "no FFI permission";
+    throw new StartError(`Cannot open libc for datagram sockets: ${why}`);
+  }
   try {
     return new Relay(libc, options);
   } catch (e) {

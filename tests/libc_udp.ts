@@ -12,6 +12,11 @@ if (!("call" in opened)) throw new Error(`libc: ${JSON.stringify(opened)}`);
 /** libc, opened. */
 export const libc: Libc = opened;
 
+/** recv(2), which the relay does not use (it receives with recvmmsg): the tests' own. */
+export const recv = Deno.dlopen(opened.path, {
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+}).symbols.recv;
+
 /** socket(2) flags and types. */
 export const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0x800;

@@ -55,7 +55,7 @@ Deno.test("the proxy's source never spawns, opens files, loads native code but l
   // permission and opens nothing.
   const fstat = 'const { fstatSync } = await import("node:fs");';
   // The one use of FFI: libc, with the symbols it names, before FFI is given up.
-  const libc = "library = Deno.dlopen(path, SYMBOLS);";
+  const libc = "return Deno.dlopen(path, symbols);";
   for (const file of files) {
     const source = Deno.readTextFileSync(file)
       .replace(/^\s*(\/\/|\*).*$/gm, "") // No comments.

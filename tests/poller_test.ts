@@ -1,7 +1,7 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { EPOLLERR, EPOLLIN, Poller } from "../src/poller.ts";
 import { encodeIP } from "../src/sockaddr.ts";
-import { libc, MSG_DONTWAIT, udpSocket } from "./libc_udp.ts";
+import { libc, MSG_DONTWAIT, recv, udpSocket } from "./libc_udp.ts";
 
 /** Sends one datagram from a throwaway Deno socket to 127.0.0.1:port. */
 async function sendTo(port: number, text: string): Promise<void> {
@@ -17,7 +17,7 @@ async function sendTo(port: number, text: string): Promise<void> {
 /** Reads one datagram without waiting; null when none is queued. */
 function recvText(fd: number): string | null {
   const buffer = new Uint8Array(1500);
-  const n = Number(libc.call.recv(fd, buffer, 1500n, MSG_DONTWAIT));
+  const n = Number(recv(fd, buffer, 1500n, MSG_DONTWAIT));
   return n < 0 ? null : new TextDecoder().decode(buffer.subarray(0, n));
 }
 

@@ -1,6 +1,7 @@
 import { deepEqual, equal } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../src/log.ts";
-import { classify, Relay, type RelayOptions } from "../src/relay.ts";
+import { Relay, type RelayOptions } from "../src/relay.ts";
+import { classify } from "../src/libc.ts";
 import { encodeUnix } from "../src/sockaddr.ts";
 import type { Target } from "../src/target.ts";
 import { libc, socketOf, udpSocket } from "./libc_udp.ts";
@@ -21,11 +22,12 @@ function relayOn(target: Target, options: Partial<RelayOptions> = {}) {
   setLogWriter(writer);
   const relay: Relay = new Relay(libc, {
     sessionsMax: 256,
+    sessionsPerSource: null,
     idleTimeoutMs: 60_000,
     onChange: () => changes.push(relay.active),
     ...options,
   });
-  const description = relay.add(listener.fd, 2, target);
+  const description = relay.add(listener.fd, 2, target).local;
   relay.start();
   return {
     relay,
@@ -49,7 +51,7 @@ Deno.test("classify: a UDP socket is a datagram one of its family; TCP is stream
     deepEqual(classify(libc, udp.fd), { type: "datagram", family: 2 });
     deepEqual(classify(libc, udp6.fd), { type: "datagram", family: 10 });
     deepEqual(classify(libc, tcp), { type: "stream" });
-    deepEqual(classify(libc, -1), { type: "other", why: "not a socket (errno 9)" });
+    deepEqual(classify(libc, -1), { type: "other", why: "errno 9" });
   } finally {
     for (const fd of [udp.fd, udp6.fd, tcp]) libc.call.close(fd);
   }
@@ -69,7 +71,13 @@ Deno.test("Relay: one session per client, replies from the listener, counted", a
       }
     }
     equal(proxy.relay.active, 2);
-    deepEqual(proxy.relay.counts, { sessions: 2, forwarded: 6, returned: 6, dropped: 0 });
+    deepEqual(proxy.relay.counts, {
+      sessions: 2,
+      forwarded: 6,
+      returned: 6,
+      dropped: 0,
+      refused: { full: 0, source: 0 },
+    });
     deepEqual(proxy.changes, [1, 2]);
   } finally {
     await proxy.close();
@@ -90,7 +98,13 @@ Deno.test("Relay: over sessionsMax a new client is dropped and counted; the line
     for (let i = 0; i < 5; i++) await second.send(encoder.encode("out"), "127.0.0.1", proxy.port);
     // The listener is read in order: once this is answered, the five were read.
     await first.ask(encoder.encode("still in"), "127.0.0.1", proxy.port);
-    deepEqual(proxy.relay.counts, { sessions: 1, forwarded: 2, returned: 2, dropped: 5 });
+    deepEqual(proxy.relay.counts, {
+      sessions: 1,
+      forwarded: 2,
+      returned: 2,
+      dropped: 5,
+      refused: { full: 5, source: 0 },
+    });
     equal(backend.received, 2);
     deepEqual(proxy.lines, [
       "warning: Hit connection limit, dropping a datagram from a new client (1 sessions open)",
@@ -99,6 +113,30 @@ Deno.test("Relay: over sessionsMax a new client is dropped and counted; the line
     await proxy.close();
     await first.close();
     await second.close();
+    await backend.close();
+  }
+});
+
+Deno.test("Relay: over sessionsPerSource a new client from that address is dropped; another address is not", async () => {
+  const backend = udpEcho();
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
+    sessionsPerSource: 1,
+  });
+  const [first, second, other] = [new UdpEnd(), new UdpEnd(), new UdpEnd("127.0.0.2")];
+  try {
+    await first.ask(encoder.encode("in"), "127.0.0.1", proxy.port);
+    await second.send(encoder.encode("out"), "127.0.0.1", proxy.port);
+    await other.ask(encoder.encode("other"), "127.0.0.1", proxy.port);
+    equal(proxy.relay.active, 2);
+    deepEqual(proxy.relay.counts.refused, { full: 0, source: 1 });
+    equal(proxy.relay.counts.dropped, 1);
+    deepEqual(proxy.lines, [
+      "warning: Hit per-source connection limit, dropping a datagram from " +
+      `127.0.0.1:${second.port} (1 sessions open from 127.0.0.1)`,
+    ]);
+  } finally {
+    await proxy.close();
+    for (const end of [first, second, other]) await end.close();
     await backend.close();
   }
 });
@@ -114,7 +152,13 @@ Deno.test("Relay: a silent session ends after idleTimeoutMs; the client's next d
     while (proxy.changes.at(-1) !== 0) await new Promise((resolve) => setTimeout(resolve, 20));
     equal(proxy.relay.active, 0);
     await client.ask(encoder.encode("b"), "127.0.0.1", proxy.port);
-    deepEqual(proxy.relay.counts, { sessions: 2, forwarded: 2, returned: 2, dropped: 0 });
+    deepEqual(proxy.relay.counts, {
+      sessions: 2,
+      forwarded: 2,
+      returned: 2,
+      dropped: 0,
+      refused: { full: 0, source: 0 },
+    });
   } finally {
     await proxy.close();
     await client.close();
@@ -131,7 +175,13 @@ Deno.test("Relay: a target by name: datagrams wait for the name, then go in orde
     const got = [];
     for (let i = 0; i < 5; i++) got.push(decoder.decode((await client.next())[0]));
     deepEqual(got, ["0", "1", "2", "3", "4"]);
-    deepEqual(proxy.relay.counts, { sessions: 1, forwarded: 5, returned: 5, dropped: 0 });
+    deepEqual(proxy.relay.counts, {
+      sessions: 1,
+      forwarded: 5,
+      returned: 5,
+      dropped: 0,
+      refused: { full: 0, source: 0 },
+    });
   } finally {
     await proxy.close();
     await client.close();
@@ -145,7 +195,13 @@ Deno.test("Relay: a name that does not resolve ends the session, its datagrams c
   try {
     await client.send(encoder.encode("lost"), "127.0.0.1", proxy.port);
     while (proxy.changes.at(-1) !== 0) await new Promise((resolve) => setTimeout(resolve, 20));
-    deepEqual(proxy.relay.counts, { sessions: 1, forwarded: 0, returned: 0, dropped: 1 });
+    deepEqual(proxy.relay.counts, {
+      sessions: 1,
+      forwarded: 0,
+      returned: 0,
+      dropped: 1,
+      refused: { full: 0, source: 0 },
+    });
     equal(proxy.lines.length, 1);
     equal(
       proxy.lines[0].startsWith(
@@ -168,7 +224,12 @@ Deno.test("Relay: a Unix client keeps its one session whatever other clients' na
   const path = `${dir}/listener`;
   const address = encodeUnix(path, false);
   equal(libc.call.bind(listener, address, address.length), 0);
-  const relay = new Relay(libc, { sessionsMax: 16, idleTimeoutMs: 60_000, onChange: () => {} });
+  const relay = new Relay(libc, {
+    sessionsMax: 16,
+    sessionsPerSource: null,
+    idleTimeoutMs: 60_000,
+    onChange: () => {},
+  });
   relay.add(listener, 1, { kind: "tcp", host: "127.0.0.1", port: backend.port });
   relay.start();
   // Names of odd and even lengths: the kernel gives 2 + path + NUL bytes for each.
@@ -183,7 +244,13 @@ Deno.test("Relay: a Unix client keeps its one session whatever other clients' na
         equal(decoder.decode(data), `${i}.${round}`);
       }
     }
-    deepEqual(relay.counts, { sessions: 3, forwarded: 9, returned: 9, dropped: 0 });
+    deepEqual(relay.counts, {
+      sessions: 3,
+      forwarded: 9,
+      returned: 9,
+      dropped: 0,
+      refused: { full: 0, source: 0 },
+    });
   } finally {
     await relay.drain(0);
     for (const client of clients) client.close();

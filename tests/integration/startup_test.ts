@@ -98,7 +98,7 @@ Deno.test("a regular file as fd 3 is refused, naming the fd, exit 1", async () =
   equal(code, 1);
   match(
     stderr,
-    /Passed in socket fd 3 \(name "config"\) is not a listening or connected stream socket/,
+    /Passed in socket fd 3 \(name "config"\) is neither a stream nor a datagram socket \(not a socket\)/,
   );
 });
 

@@ -13,7 +13,12 @@
 #              beside systemd-socket-proxyd (startup.sh)
 #   shapes     the unit shapes operators write: inetd style, logs, a user without a home, a
 #              backend stopped when unneeded, templated instances (shapes.sh)
+#   limits     systemd's own test of systemd-socket-proxyd (TEST-74-AUX-UTILS.socket-proxyd.sh),
+#              re-written and run against the package with only ExecStart= changed; a burst of
+#              200 clients against -c 4 --when-full=wait (limits.sh)
 #   source     the from-source install of systemd/README.md, once (source.sh)
+#   dns        the DNS example: port 53, UDP and TCP, through one proxy to dnsmasq in its private
+#              network namespace; the first query, restarts under queries (dns.sh)
 # Prints one line per check that passes; exits non-zero with a message (and the container's
 # state and journal) at the first that fails.
 #
@@ -32,7 +37,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/systemd/lib.sh
 source "$here/lib.sh"
 
-all=(scenarios package startup shapes source)
+all=(scenarios package startup shapes limits source dns)
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=("${all[@]}")
 # Every part defines part_NAME; later parts use the checks of earlier ones.

@@ -14,7 +14,11 @@ const ROOT = root.pathname;
 const WRAPPER = `${ROOT}systemd/socket-proxyd`;
 const wrapper = Deno.readTextFileSync(WRAPPER);
 const config = JSON.parse(Deno.readTextFileSync(new URL("deno.json", root)));
-const SCENARIOS = ["unix-path", "namespace"];
+const SERVICES = [
+  "unix-path/proxy-to-nginx.service",
+  "namespace/proxy-to-nginx.service",
+  "dns/proxy-to-dnsmasq.service",
+];
 
 function flag(name: string): string[] {
   return wrapper.match(new RegExp(`--${name}=(\\S+)`))?.[1].split(",") ?? [];
@@ -164,10 +168,10 @@ Deno.test("the wrapper refuses a path that Deno's flags cannot express", async (
 });
 
 Deno.test("the example services run the wrapper's install path, Type=notify, with no cache", () => {
-  for (const scenario of SCENARIOS) {
-    const unit = Deno.readTextFileSync(new URL(`systemd/${scenario}/proxy-to-nginx.service`, root));
+  for (const service of SERVICES) {
+    const unit = Deno.readTextFileSync(new URL(`systemd/${service}`, root));
     const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? "";
-    ok(execStart.startsWith("/usr/local/bin/socket-proxyd "), scenario);
+    ok(execStart.startsWith("/usr/local/bin/socket-proxyd "), service);
     for (const option of execStart.matchAll(/--[a-z-]+/g)) ok(HELP.includes(option[0]), option[0]);
     match(unit, /^Type=notify$/m);
     ok(!/^(CacheDirectory|Environment)=/m.test(unit), "the wrapper needs neither");

@@ -22,6 +22,7 @@ import {
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
+import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
 import type { Relay } from "./relay.ts";
 import { sortSockets } from "./sockets.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
@@ -222,6 +223,12 @@ function targetAt(spec: TargetSpec, port: number | null, listener: string): Targ
   }
 }
 
+/** Memory back after load: a full GC and a trim once the proxy rests (`reclaim.ts`). */
+function reclaimer(): Reclaimer {
+  const gc = exposeGc();
+  return new Reclaimer({ steps: [...gc === null ? [] : [gc], trimStep()] });
+}
+
 /** The proxy serving a plan: its sockets, notifications to the service manager, and its end. */
 class Service {
   readonly #options: Options;
@@ -261,6 +268,7 @@ class Service {
       // Idle means no connection and no datagram session either.
       onIdle: () => (this.#relay?.active ?? 0) === 0 && end.end("idle"),
       onChange: () => this.#changed(),
+      reclaimer: reclaimer(),
     });
   }
 

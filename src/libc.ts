@@ -102,13 +102,18 @@ export function grantedLibc(
 }
 
 function exists(path: string): boolean {
+  // Without read permission we cannot tell (and must not prompt): let dlopen try.
+  if (!readable(path)) return true;
   try {
     Deno.statSync(path);
     return true;
   } catch (e) {
-    // Without read permission we cannot tell: let dlopen try.
     return !(e instanceof Deno.errors.NotFound);
   }
+}
+
+function readable(path: string): boolean {
+  return Deno.permissions.querySync({ name: "read", path }).state === "granted";
 }
 
 function ffiGranted(path: string): boolean {
@@ -118,6 +123,7 @@ function ffiGranted(path: string): boolean {
 /** The Deno flag that lets this program open libc here ("--allow-ffi=/lib/…/libc.so.6"). */
 export function libcFlag(): string {
   const path = LIBC_CANDIDATES.find((candidate) => {
+    if (!readable(candidate)) return false;
     try {
       return Deno.statSync(candidate).isFile;
     } catch {

@@ -13,6 +13,7 @@ import { forward } from "./forward.ts";
 import { IdleTimer } from "./idle.ts";
 import { log, logs, ThrottledLog } from "./log.ts";
 import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
+import type { Reclaimer } from "./reclaim.ts";
 import { Refusals } from "./refusals.ts";
 import { formatTarget, type Target } from "./target.ts";
 
@@ -40,6 +41,8 @@ export interface ProxyOptions {
   readonly onIdle: () => void;
   /** Called whenever the number of open connections changes. */
   readonly onChange?: () => void;
+  /** Gives memory back once no connection is open (see `reclaim.ts`). */
+  readonly reclaimer?: Reclaimer;
 }
 
 /** A client admitted or waiting: where it goes, and the source it is counted under. */
@@ -149,6 +152,7 @@ export class Proxy {
   #start(admitted: Admitted): void {
     this.#served++;
     this.#idle.disarm();
+    this.#options.reclaimer?.busy();
     this.#options.onChange?.();
     this.#serve(admitted);
   }
@@ -161,6 +165,7 @@ export class Proxy {
     if (this.#admission.active === 0) {
       this.#drained?.();
       this.#idle.arm();
+      this.#options.reclaimer?.idle();
     }
   }
 

@@ -7,7 +7,7 @@ import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../src/cli.ts";
 import { DENO_FLOOR } from "../src/runtime.ts";
 import { VERSION } from "../src/version.ts";
-import { DEPLOYMENT_FLAGS } from "./integration/harness.ts";
+import { DEPLOYMENT_ENV, DEPLOYMENT_FLAGS } from "./integration/harness.ts";
 
 const root = new URL("../", import.meta.url);
 const read = (path: string) => Deno.readTextFileSync(new URL(path, root));
@@ -31,8 +31,8 @@ Deno.test("every option in --help is documented in the README", () => {
 
 Deno.test("the README's line for running from a URL grants exactly the deployment permission set", () => {
   const words = block(readme, "run-from-url").replaceAll("\\\n", " ").trim().split(/\s+/);
-  deepEqual(words.slice(0, 3), ["deno", "run", "-q"]);
-  deepEqual(words.slice(3, -2), DEPLOYMENT_FLAGS, "the flags the URL tests run with");
+  deepEqual(words.slice(0, 4), [...DEPLOYMENT_ENV, "deno", "run", "-q"], "the environment too");
+  deepEqual(words.slice(4, -2), DEPLOYMENT_FLAGS, "the flags the URL tests run with");
   match(words.at(-2)!, /^https:\/\/.*\/socket-proxyd\.js$/);
   equal(words.at(-1), "TARGET");
   const set = config.permissions.proxy;
@@ -85,7 +85,7 @@ Deno.test("the README opens with the two commands, the first listening on loopba
     block(readme, "first-command").trim(),
     `LISTEN=127.0.0.1:8080 npx -y deno@${pinned} task socket-activate 127.0.0.1:8000`,
   );
-  match(config.tasks["socket-activate"], /^systemd-socket-activate --listen=\$LISTEN /);
+  match(config.tasks["socket-activate"], /^systemd-socket-activate (-E \S+ )*--listen=\$LISTEN /);
   equal(block(readme, "test-command").trim(), `npx -y deno@${pinned} task test`);
   equal(block(readme, "build-package").trim(), `npx -y deno@${pinned} task deb`);
 });
@@ -148,4 +148,10 @@ Deno.test("the licence is MIT, copyright the socket-proxyd authors, everywhere i
   const expat = /^License: Expat\n((?: .*\n)+)/m.exec(copyright)![1];
   equal(words(expat), words(licence.slice(licence.indexOf("Permission"))));
   ok(prose.includes("free software under the [MIT licence](LICENSE)"));
+});
+Deno.test("deno.json's tasks that start the program set the deployment environment", () => {
+  for (const task of ["start", "socket-activate"]) {
+    const command: string = config.tasks[task];
+    for (const setting of DEPLOYMENT_ENV) ok(command.includes(setting), `${task}: ${setting}`);
+  }
 });

@@ -161,7 +161,11 @@ export async function startContender(
   const program = contender === "reference"
     ? [paths.reference, ...limit, target]
     : [Deno.execPath(), "run", "-P=proxy", paths.main, ...limit, target];
-  const env = contender === "ours-portable" ? ["-E", "SOCKET_PROXYD_DATA_PATH=portable"] : [];
+  // The deployment environment (systemd/socket-proxyd exports it; see src/reclaim.ts).
+  const trim = contender === "reference" ? [] : ["-E", "DENO_USR2_MEMORY_TRIM=1"];
+  const env = contender === "ours-portable"
+    ? [...trim, "-E", "SOCKET_PROXYD_DATA_PATH=portable"]
+    : trim;
   const proc = withNofile(
     contender,
     "systemd-socket-activate",

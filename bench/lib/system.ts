@@ -124,6 +124,17 @@ export function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
+/** The private memory (clean and dirty, from /proc/PID/smaps_rollup) of process `pid`, in KiB. */
+export function privateKiB(pid: number): number {
+  const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+  const field = (name: string) => {
+    const m = rollup.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"));
+    if (!m) throw new Error(`no ${name} in smaps_rollup of pid ${pid}`);
+    return Number(m[1]);
+  };
+  return field("Private_Clean") + field("Private_Dirty");
+}
+
 /** The number of open file descriptors of process `pid`. */
 export function fdCount(pid: number): number {
   let n = 0;

@@ -13,7 +13,7 @@ import {
   startIperfServer,
   withNofile,
 } from "./services.ts";
-import { cpuSeconds, fdCount, fdLimit, rssKiB } from "./system.ts";
+import { cpuSeconds, fdCount, fdLimit, privateKiB, rssKiB } from "./system.ts";
 
 /** Samples by metric id. */
 export type Samples = Record<string, number[]>;
@@ -258,9 +258,13 @@ async function holding<T>(port: number, count: number, body: (held: Held) => Pro
 const PROBE = 100;
 const FD_MARGIN = 64;
 
+/** After the last held connection closed, how long memory is watched for a return (issue 18). */
+export const SETTLE_S = 30;
+
 /**
- * (4) Memory: the proxy's RSS before and while holding `idleConnections` idle proxied
- * connections (each has carried the backend's greeting), as KiB per connection.
+ * (4) Memory: the proxy's RSS (and private memory) at start-up, while holding `idleConnections`
+ * idle proxied connections (each has carried the backend's greeting), as KiB per connection,
+ * and {@link SETTLE_S} seconds after they all closed, with how far that is above start-up.
  *
  * A probe of 100 connections first measures the proxy's file descriptors per connection; when
  * its fd limit cannot take `idleConnections` (unprivileged containers cannot raise the hard
@@ -275,6 +279,7 @@ export function memory(contender: ContenderId, ctx: Context): Promise<Samples> {
     await inst.execed();
     await delay(500);
     const before = rssKiB(pid);
+    const privateBefore = privateKiB(pid);
     const fds0 = fdCount(pid);
     const perConn = await holding(inst.port, PROBE, (h) => {
       if (h.held < PROBE) throw new Error(`probe held only ${h.held} (${h.error})`);
@@ -284,18 +289,24 @@ export function memory(contender: ContenderId, ctx: Context): Promise<Samples> {
     // Whole descriptors: 2 for a socket pair, 6 with a pipe pair per connection (the reference).
     const fits = Math.floor((fdLimit(pid) - fds0 - FD_MARGIN) / Math.max(1, Math.round(perConn)));
     const n = Math.min(wanted, fits);
-    return await holding(inst.port, n, async (h) => {
+    const held = await holding(inst.port, n, async (h) => {
       if (h.held < n) throw new Error(`${contender}: held only ${h.held} of ${n} (${h.error})`);
       await delay(1000);
-      const during = rssKiB(pid);
-      return {
-        idle_kib_per_conn: [(during - before) / h.held],
-        idle_base_mib: [before / 1024],
-        idle_total_mib: [during / 1024],
-        idle_connections_held: [h.held],
-        idle_fds_per_conn: [perConn],
-      };
+      return { count: h.held, during: rssKiB(pid) };
     });
+    for (let i = 0; i < 500 && fdCount(pid) > fds0; i++) await delay(20);
+    await delay(SETTLE_S * 1000);
+    const after = rssKiB(pid);
+    return {
+      idle_kib_per_conn: [(held.during - before) / held.count],
+      idle_base_mib: [before / 1024],
+      idle_base_private_mib: [privateBefore / 1024],
+      idle_total_mib: [held.during / 1024],
+      idle_after_mib: [after / 1024],
+      idle_after_growth_mib: [(after - before) / 1024],
+      idle_connections_held: [held.count],
+      idle_fds_per_conn: [perConn],
+    };
   }, wanted + 64);
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { TRIM_VARIABLE } from "../../src/reclaim.ts";
 
 /** The project root. */
 export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
@@ -25,6 +26,13 @@ export const DEPLOYMENT_FLAGS: string[] = [
 ];
 
 /**
+ * The environment the program is deployed with (the wrapper exports it, the README's line for
+ * running from a URL sets it): Deno then trims memory when the program signals itself once idle
+ * (src/reclaim.ts). {@link DENO_RUN} starts with `env` and these.
+ */
+export const DEPLOYMENT_ENV: string[] = [`${TRIM_VARIABLE}=1`];
+
+/**
  * A Deno binary to run the program under test with, other than the one running the tests (the
  * CI matrix sets it). The program is then the one-file build `dist/socket-proxyd.js`, run with
  * {@link DEPLOYMENT_FLAGS} and no deno.json, as a user with their own Deno runs it.
@@ -35,10 +43,21 @@ export const TEST_DENO: string | undefined = Deno.env.get("SOCKET_PROXYD_TEST_DE
 export const MAIN: string = TEST_DENO === undefined
   ? `${ROOT}main.ts`
   : `${ROOT}dist/socket-proxyd.js`;
-/** `deno run` with the deployment permission set, as `deno task start` uses it. */
+/**
+ * `deno run` with the deployment permission set and environment, as `deno task start` uses
+ * them (`env` execs Deno, so the pid stays the one systemd-socket-activate gave).
+ */
 export const DENO_RUN: string[] = TEST_DENO === undefined
-  ? [Deno.execPath(), "run", "-q", "-P=proxy", `--config=${ROOT}deno.json`]
-  : [TEST_DENO, "run", "-q", "--no-config", ...DEPLOYMENT_FLAGS];
+  ? [
+    "env",
+    ...DEPLOYMENT_ENV,
+    Deno.execPath(),
+    "run",
+    "-q",
+    "-P=proxy",
+    `--config=${ROOT}deno.json`,
+  ]
+  : ["env", ...DEPLOYMENT_ENV, TEST_DENO, "run", "-q", "--no-config", ...DEPLOYMENT_FLAGS];
 
 /** Returns a TCP port that was free a moment ago. */
 export function freePort(hostname = "127.0.0.1"): number {

@@ -6,6 +6,7 @@
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import {
+  DEPLOYMENT_ENV,
   DEPLOYMENT_FLAGS,
   echoBackend,
   freePort,
@@ -56,6 +57,8 @@ async function runFromUrl(url: string, target: string) {
     `--listen=127.0.0.1:${port}`,
     `--setenv=DENO_DIR=${denoDir}`,
     "--",
+    "env",
+    ...DEPLOYMENT_ENV,
     TEST_DENO ?? Deno.execPath(),
     "run",
     "-q",

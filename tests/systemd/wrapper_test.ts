@@ -7,6 +7,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../../src/cli.ts";
 import { LIBC_CANDIDATES } from "../../src/libc.ts";
+import { DEPLOYMENT_ENV } from "../integration/harness.ts";
 
 const root = new URL("../../", import.meta.url);
 const ROOT = root.pathname;
@@ -37,6 +38,14 @@ Deno.test("the wrapper grants exactly the deno.json permission set", () => {
   equal(flag("allow-ffi").join(","), "$libc", "FFI: one file, libc");
   ok(exec.includes('${ffi:+"$ffi"}'), "FFI granted only where libc was found");
   equal((exec.match(/--allow-write/g) ?? []).length, 1, "one --allow-write: a second replaces it");
+});
+
+Deno.test("the wrapper exports the deployment environment", () => {
+  const exec = wrapper.indexOf('exec "$deno" run');
+  for (const setting of DEPLOYMENT_ENV) {
+    const at = wrapper.search(new RegExp(`^export ${setting}$`, "m"));
+    ok(at >= 0 && at < exec, setting);
+  }
 });
 
 Deno.test("the wrapper grants libc where the program looks for it, deno.json's paths first", () => {

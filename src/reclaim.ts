@@ -1,0 +1,130 @@
+/**
+ * Memory given back once the proxy goes idle: one reclaim, a moment after the last connection
+ * has closed, and nothing more until connections have come and gone again.
+ *
+ * Under load the process grows in two places (docs/benchmark.md, "Where the memory goes"): V8's
+ * heap, and the C library's malloc arenas that the runtime's Rust side allocates sockets and
+ * operations from. Left alone, V8 shrinks its heap after 10-20 s without allocations, but the
+ * arenas keep their freed pages for good. A reclaim runs a full garbage collection at once
+ * (the same shrink, deterministic; it also frees the buffers of the connections that closed)
+ * and then asks Deno to trim: with `DENO_USR2_MEMORY_TRIM` set in its environment, Deno
+ * answers SIGUSR2 with glibc's `malloc_trim(0)`, which hands the arenas' free pages back to
+ * the system, and a low-memory notification to V8 (denoland/deno#29295, Linux only). The
+ * program signals itself, which needs no permission; without that variable the signal only
+ * reaches a listener of ours that does nothing, so it is never fatal.
+ *
+ * No periodic work: the one timer is armed when the last connection closes and cleared when a
+ * new one opens, and only when enough connections came since the last reclaim.
+ * @module
+ */
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+/** How long the proxy must stay without connections before memory is reclaimed. */
+export const REST_MS = 1000;
+
+/**
+ * A reclaim is skipped unless at least this many connections were opened since the previous
+ * one: fewer hold little (about 16 KiB each while open, so 100 are ~1.6 MiB), and a full
+ * collection of the idle heap takes 20-30 ms here, too much to spend after every short pause
+ * of a trickle of connections. Counting costs nothing per connection, unlike reading memory.
+ */
+export const MIN_CONNECTIONS = 100;
+
+/**
+ * V8's full garbage collection, or null where this runtime does not let the program have it.
+ * `--expose-gc` set at run time applies to contexts made after it, so the function comes from
+ * a fresh one; the program's own global scope gains nothing.
+ */
+export function exposeGc(): (() => void) | null {
+  try {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc");
+    return typeof gc === "function" ? gc : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The environment variable that makes Deno trim memory on SIGUSR2. */
+export const TRIM_VARIABLE = "DENO_USR2_MEMORY_TRIM";
+
+/**
+ * The step that has Deno trim memory (see the module doc): SIGUSR2 to ourselves. Call at
+ * start-up: it registers the listener that keeps the signal from ending the process, and Deno
+ * cannot register a signal listener while descriptors run short.
+ */
+export function trimStep(): () => void {
+  Deno.addSignalListener("SIGUSR2", ignore);
+  return () => Deno.kill(Deno.pid, "SIGUSR2");
+}
+
+function ignore(): void {}
+
+/** What a {@link Reclaimer} needs; the defaults are the real ones, tests give their own. */
+export interface ReclaimOptions {
+  /** The steps of a reclaim, in order (a full GC first, see {@link exposeGc}). */
+  readonly steps: ReadonlyArray<() => void>;
+  /** See {@link REST_MS}. */
+  readonly restMs?: number;
+  /** See {@link MIN_CONNECTIONS}. */
+  readonly minConnections?: number;
+  /** Arms the one timer; returns what {@link ReclaimOptions.cancel} takes. */
+  readonly schedule?: (run: () => void, ms: number) => unknown;
+  /** Clears the timer. */
+  readonly cancel?: (timer: unknown) => void;
+}
+
+/** Runs the reclaim steps once per idle spell; see the module doc. */
+export class Reclaimer {
+  readonly #steps: ReadonlyArray<() => void>;
+  readonly #restMs: number;
+  readonly #minConnections: number;
+  readonly #schedule: (run: () => void, ms: number) => unknown;
+  readonly #cancel: (timer: unknown) => void;
+  #timer: unknown;
+  /** Connections opened since the last reclaim. */
+  #opened = 0;
+
+  /** @param options the steps, and for tests the clock and the threshold. */
+  constructor(options: ReclaimOptions) {
+    this.#steps = options.steps;
+    this.#restMs = options.restMs ?? REST_MS;
+    this.#minConnections = options.minConnections ?? MIN_CONNECTIONS;
+    this.#schedule = options.schedule ?? unrefTimeout;
+    this.#cancel = options.cancel ?? ((timer) => clearTimeout(timer as number));
+  }
+
+  /** A connection opened: no reclaim while it lasts. */
+  busy(): void {
+    this.#opened++;
+    this.#disarm();
+  }
+
+  /**
+   * The last connection closed: reclaim once the proxy has rested, unless busy again or too
+   * few connections came since the last reclaim.
+   */
+  idle(): void {
+    this.#disarm();
+    if (this.#steps.length === 0 || this.#opened < this.#minConnections) return;
+    this.#timer = this.#schedule(() => {
+      this.#timer = undefined;
+      this.#opened = 0;
+      for (const step of this.#steps) step();
+    }, this.#restMs);
+  }
+
+  #disarm(): void {
+    if (this.#timer === undefined) return;
+    this.#cancel(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** A timeout that never keeps the process alive by itself. */
+function unrefTimeout(run: () => void, ms: number): unknown {
+  const timer = setTimeout(run, ms);
+  Deno.unrefTimer(timer as unknown as number);
+  return timer;
+}

@@ -8,6 +8,7 @@ import type { Socket } from "node:net";
 import { adopt, AdoptionError, type Listener, selfTest } from "./adopt.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
+import { ConfigError, expandConfig } from "./config.ts";
 import { listenOn } from "./listen.ts";
 import {
   DeferredWriter,
@@ -79,8 +80,12 @@ export async function run(args: readonly string[]): Promise<number> {
 async function runCommand(args: readonly string[]): Promise<number> {
   let command;
   try {
-    command = parseCommandLine(args);
+    command = parseCommandLine(await expandConfig(args, Deno.readTextFile));
   } catch (e) {
+    if (e instanceof ConfigError) {
+      log("error", e.message);
+      return EXIT_FAILURE;
+    }
     if (!(e instanceof UsageError)) throw e;
     log("error", `${e.message.replace(/\.?$/, ".")} See --help.`);
     return EXIT_FAILURE;

@@ -22,6 +22,7 @@ import {
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { makePlan, type Plan, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
+import { StopSignals } from "./signals.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
 import { identify } from "./stdio.ts";
 import { formatTarget, type Target } from "./target.ts";
@@ -122,13 +123,17 @@ class End {
   }
 
   /**
-   * Listens for SIGTERM and SIGINT. Call first: Deno cannot register a signal handler once file
-   * descriptors have run out.
+   * Listens for SIGTERM and SIGINT; copies of the first that arrive with it are ignored (see
+   * `signals.ts`). Call first: Deno cannot register a signal handler once file descriptors have
+   * run out.
    */
   watchSignals(): void {
+    const signals = new StopSignals();
     for (const signal of ["SIGTERM", "SIGINT"] as const) {
       Deno.addSignalListener(signal, () => {
-        if (this.#stopping) {
+        const action = signals.receive(performance.now());
+        if (action === "copy") return;
+        if (action === "exit" || this.#stopping) {
           log("warning", `Received ${signal} again, exiting at once.`);
           flushLog(LOG_FLUSH_TIMEOUT_MS).then(() => Deno.exit(EXIT_SUCCESS));
           return;

@@ -13,6 +13,9 @@
 #              beside systemd-socket-proxyd (startup.sh)
 #   shapes     the unit shapes operators write: inetd style, logs, a user without a home, a
 #              backend stopped when unneeded, templated instances (shapes.sh)
+#   templates  the package's template units with every instance form (PORT, IPv4:PORT,
+#              [IPv6]:PORT, a Unix path) and its conf; a missing or bad conf, and the recovery
+#              (templates.sh)
 #   source     the from-source install of systemd/README.md, once (source.sh)
 # Prints one line per check that passes; exits non-zero with a message (and the container's
 # state and journal) at the first that fails.
@@ -32,7 +35,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/systemd/lib.sh
 source "$here/lib.sh"
 
-all=(scenarios package startup shapes source)
+all=(scenarios package startup shapes templates source)
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=("${all[@]}")
 # Every part defines part_NAME; later parts use the checks of earlier ones.

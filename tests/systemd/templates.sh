@@ -31,7 +31,7 @@ templates_conf() {
 }
 
 templates_forms() {
-  local address unit instance options line
+  local address unit instance options line pid
   for address in 8092 127.0.0.1:8093 '[::1]:8094' /run/spx-a.sock; do
     unit=$(templates_unit "$address")
     instance=${unit#socket-proxyd@}
@@ -42,22 +42,23 @@ templates_forms() {
     ct systemctl enable --now "$unit" >/dev/null 2>&1 || die "$address: could not enable $unit"
     [ "$(templates_get "$address")" = "$templates_token" ] ||
       die "$address: not served through $unit"
-    line=$(ct timeout 20 journalctl --no-pager -q -o cat \
-      _PID="$(prop MainPID "${unit%.socket}.service")" | grep -m 1 '^Forwarding ') ||
+    pid=$(prop MainPID "${unit%.socket}.service")
+    wait_until 10 eval 'ct timeout 20 journalctl --no-pager -q -o cat _PID="$pid" | grep -q "^Forwarding "' ||
       die "$address: no start-up line in the journal"
+    line=$(ct timeout 20 journalctl --no-pager -q -o cat _PID="$pid" | grep -m 1 '^Forwarding ')
     ok "$address: $unit, configured by /etc/socket-proxyd/$instance.conf, serves the page;" \
       "the proxy says: \"$line\""
-    case $address in
-      8092) [[ $line == *'(fd 3, "socket-proxyd@8092.socket")'* ]] ||
-        die "$address: the fd is not named after the unit: $line" ;;
-      *) [[ $line == *'(fd 3, "unknown")'* ]] ||
+    case $unit in
+      *:*) [[ $line == *'(fd 3, "unknown")'* ]] ||
         die "$address: the unit's name, with ':', was taken for a name: $line" ;;
+      *) [[ $line == *"(fd 3, \"$unit\")"* ]] ||
+        die "$address: the fd is not named after the unit: $line" ;;
     esac
     [ "$address" != 127.0.0.1:8093 ] ||
       [[ $line == *"at most 50 connections, exiting after 5min 20s idle." ]] ||
       die "$address: OPTIONS did not reach the program whole: $line"
   done
-  ok "LISTEN_FDNAMES: the port instance's fd is named after its unit; where the unit's name" \
+  ok "LISTEN_FDNAMES: the port and path instances' fds are named after their units; where the unit's name" \
     "holds ':' (two names for one fd) the fd is served as \"unknown\"; the quoted span in" \
     "OPTIONS= reached the program as one word (\"exiting after 5min 20s idle\")"
 }
@@ -73,7 +74,7 @@ templates_hammer() {
 # templates_broken ADDRESS CONF EXPECTED: with CONF (or no file if empty), clients get nothing,
 # systemd stops the socket after the failed starts, and the journal has the line EXPECTED.
 templates_broken() {
-  local address=$1 conf=$2 expected=$3 unit instance c0 n
+  local address=$1 conf=$2 expected=$3 unit instance c0 n shown
   unit=$(templates_unit "$address")
   instance=${unit#socket-proxyd@}
   instance=${instance%.socket}
@@ -89,7 +90,8 @@ templates_broken() {
   wait_until 10 eval 'shapes_journal "$c0" -u "${unit%.socket}.service" | grep -qxF -- "$expected"' ||
     die "$address: the journal lacks \"$expected\": $(shapes_journal "$c0" -u "${unit%.socket}.service")"
   n=$(shapes_journal "$c0" -u "${unit%.socket}.service" | grep -cxF -- "$expected")
-  ok "$address ${conf:-(no conf)}: 10 clients in a row got nothing; after $n failed starts" \
+  shown=${conf:-(no conf)}
+  ok "$address ${shown//$'\n'/; }: 10 clients in a row got nothing; after $n failed starts" \
     "systemd stopped $unit (service-start-limit-hit); the journal says \"$expected\""
 }
 

@@ -81,7 +81,7 @@ export async function run(args: readonly string[]): Promise<number> {
 async function runCommand(args: readonly string[]): Promise<number> {
   let command;
   try {
-    command = parseCommandLine(await expandConfig(args, Deno.readTextFile));
+    command = parseCommandLine(await expandConfig(args));
   } catch (e) {
     if (e instanceof ConfigError) {
       log("error", e.message);

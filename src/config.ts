@@ -79,14 +79,22 @@ function readProblem(e: unknown, path: string): string {
 }
 
 /**
+ * The one file the proxy reads, and only when Deno's permissions allow it (the wrapper grants
+ * the path of `--config=` for reading, nothing else).
+ */
+function readConfigFile(path: string): Promise<string> {
+  return Deno.readTextFile(path);
+}
+
+/**
  * Replaces `--config=FILE` in `args` (before any `--`) by the arguments of FILE.
  *
- * @param read reads a file's text (`Deno.readTextFile`).
+ * @param read reads a file's text.
  * @throws {ConfigError} when FILE cannot be read or is invalid, or is given twice.
  */
 export async function expandConfig(
   args: readonly string[],
-  read: (path: string) => Promise<string>,
+  read: (path: string) => Promise<string> = readConfigFile,
 ): Promise<string[]> {
   const end = args.indexOf("--") < 0 ? args.length : args.indexOf("--");
   const at = args.findIndex((arg, i) => i < end && arg.startsWith(CONFIG_OPTION));

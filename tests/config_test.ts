@@ -123,12 +123,12 @@ Deno.test("expandConfig: a file that cannot be read, or two", async () => {
   });
 });
 
-Deno.test("expandConfig: reads a real file with Deno.readTextFile", async () => {
+Deno.test("expandConfig: reads a real file by default", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/-run-spx\\x2da.sock.conf`;
     await Deno.writeTextFile(path, "TARGET=/run/backend.sock\nOPTIONS=--no-keepalive\n");
-    deepEqual(await expandConfig([`--config=${path}`], Deno.readTextFile), [
+    deepEqual(await expandConfig([`--config=${path}`]), [
       "--no-keepalive",
       "/run/backend.sock",
     ]);

@@ -28,6 +28,21 @@ import {
 } from "./lib/services.ts";
 import { chart } from "./lib/svg.ts";
 import {
+  prepareUdp,
+  UDP_CONTENDERS,
+  UDP_TOOLS,
+  type UdpContender,
+  udpRound,
+  udpToolVersions,
+} from "./lib/udp.ts";
+import {
+  checkUdpTargets,
+  summarizeUdp,
+  type UdpAllSamples,
+  udpChartRows,
+  udpSection,
+} from "./lib/udpreport.ts";
+import {
   ensureTools,
   have,
   initClockTicks,
@@ -47,7 +62,7 @@ import {
   writeWrkScript,
 } from "./lib/workloads.ts";
 
-const WORKLOADS = ["bulk", "connrate", "keepalive", "memory", "coldstart"] as const;
+const WORKLOADS = ["bulk", "connrate", "keepalive", "memory", "coldstart", "udp"] as const;
 type Workload = (typeof WORKLOADS)[number];
 
 const TOOLS: Record<Workload, Tool[]> = {
@@ -56,6 +71,7 @@ const TOOLS: Record<Workload, Tool[]> = {
   keepalive: [{ bin: "wrk", pkg: "wrk" }, { bin: "nginx", pkg: "nginx-light" }],
   memory: [],
   coldstart: [],
+  udp: [...UDP_TOOLS],
 };
 
 const USAGE = `Usage: deno run -A bench/main.ts [OPTIONS]
@@ -67,6 +83,7 @@ const USAGE = `Usage: deno run -A bench/main.ts [OPTIONS]
   --connections=N    wrk connections (default 64)
   --idle=N           idle connections held for the memory workload (default 10000)
   --cold-samples=N   cold starts per contender and round (default 3)
+  --udp-sessions=N   UDP sessions opened for the idle memory of udp (default 2000)
   --workloads=LIST   comma-separated: ${WORKLOADS.join(",")} (default all)
   --portable         also measure our portable data path (SOCKET_PROXYD_DATA_PATH=portable)
   --no-reference     do not measure systemd-socket-proxyd
@@ -80,7 +97,7 @@ const USAGE = `Usage: deno run -A bench/main.ts [OPTIONS]
 interface Failure {
   round: number;
   workload: Workload;
-  contender: ContenderId;
+  contender: ContenderId | UdpContender;
   error: string;
 }
 
@@ -114,6 +131,7 @@ async function main(): Promise<number> {
       connections: { type: "string" },
       idle: { type: "string" },
       "cold-samples": { type: "string" },
+      "udp-sessions": { type: "string" },
       workloads: { type: "string" },
       portable: { type: "boolean" },
       "no-reference": { type: "boolean" },
@@ -193,6 +211,8 @@ async function main(): Promise<number> {
   const tmp = await Deno.makeTempDir({ prefix: "socket-proxyd-bench-" });
   temporaries.push(tmp);
   const samples: AllSamples = {};
+  const udpSamples: UdpAllSamples = {};
+  let udpTools: Record<string, string> = {};
   const failures: Failure[] = [];
   const backends: Backend[] = [];
   try {
@@ -204,6 +224,14 @@ async function main(): Promise<number> {
       ? await startHolderServer()
       : null;
     if (holder) backends.push(holder);
+    const udp = workloads.includes("udp")
+      ? await prepareUdp(root, tmp, {
+        durationS: settings.durationS,
+        warmupS: settings.warmupS,
+        sessions: Math.floor(positive("udp-sessions", values["udp-sessions"], 2000)),
+      })
+      : null;
+    if (udp) udpTools = await udpToolVersions();
     const ctx: Context = {
       paths,
       settings,
@@ -211,7 +239,7 @@ async function main(): Promise<number> {
       holderPort: holder?.port ?? 0,
       tmp,
     };
-    const measure: Record<Workload, (c: ContenderId) => Promise<Samples>> = {
+    const measure: Record<Exclude<Workload, "udp">, (c: ContenderId) => Promise<Samples>> = {
       bulk: (c) => bulk(c, ctx),
       connrate: (c) => http(c, ctx, true),
       keepalive: (c) => http(c, ctx, false),
@@ -220,6 +248,12 @@ async function main(): Promise<number> {
     };
     for (let round = 1; round <= rounds; round++) {
       for (const workload of workloads) {
+        if (workload === "udp") {
+          await udpRound(udp!, round, udpSamples, log, (contender, error) => {
+            failures.push({ round, workload, contender, error });
+          });
+          continue;
+        }
         const order = rotate(contenders, round - 1)
           .filter((c) => !(workload === "memory" && c === "direct"));
         for (const contender of order) {
@@ -250,12 +284,16 @@ async function main(): Promise<number> {
   }
 
   const summaries: Summary[] = summarize(samples);
-  const targets: TargetResult[] = checkTargets(summaries);
-  const table = markdown(summaries, targets, contenders);
+  const udpSummaries = summarizeUdp(udpSamples);
+  const udpTargets = checkUdpTargets(udpSummaries);
+  const targets: TargetResult[] = [...checkTargets(summaries), ...udpTargets];
+  const table = summaries.length === 0 ? "" : markdown(summaries, targets, contenders);
+  const udpTable = udpSummaries.length === 0 ? "" : udpSection(udpSummaries, udpTargets);
   const elapsed = (performance.now() - started) / 1e3;
   const subtitle = `${machine.nproc}× ${machine.cpuModel}, Linux ${machine.kernel}, Deno ` +
     `${machine.deno}; ${rounds} round(s), ${settings.durationS} s runs, ` +
-    `${settings.idleConnections} idle conns; ${new Date().toISOString().slice(0, 16)}Z`;
+    (table ? `${settings.idleConnections} idle conns; ` : "") +
+    `${new Date().toISOString().slice(0, 16)}Z`;
   const targetLines = targets.map((t) =>
     `- ${t.met === null ? "?" : t.met ? "✅ met" : "❌ missed"}: ${t.description} ` +
     `(measured ${Number.isNaN(t.value) ? "–" : t.value.toFixed(2)})`
@@ -267,18 +305,19 @@ async function main(): Promise<number> {
     `# socket-proxyd benchmark`,
     ``,
     `${subtitle}. Medians over rounds; ratios are of medians. ` +
-    `Contenders: ${contenders.join(", ")}.`,
+    (table ? `Contenders: ${contenders.join(", ")}.` : "") +
+    (udpTable ? ` UDP: ${UDP_CONTENDERS.join(", ")}.` : ""),
     ``,
-    table,
-    ``,
+    ...(table ? [table, ``] : []),
+    ...(udpTable ? [udpTable, ``] : []),
     `## Targets`,
     ``,
     ...targetLines,
     ...(failures.length ? ["", "## Failures", "", ...failureLines] : []),
     ``,
   ].join("\n");
-  console.log(table);
-  console.log();
+  if (table) console.log(`${table}\n`);
+  if (udpTable) console.log(`${udpTable}\n`);
   console.log(targetLines.join("\n"));
   if (failureLines.length) console.log(`\nFailures:\n${failureLines.join("\n")}`);
 
@@ -300,6 +339,21 @@ async function main(): Promise<number> {
       portableVsReference: s.portableVsReference,
       oursVsDirect: s.vsDirect,
     })),
+    udp: {
+      contenders: UDP_CONTENDERS,
+      tools: udpTools,
+      summaries: udpSummaries.map((s) => ({
+        metric: s.metric.id,
+        label: s.metric.label,
+        unit: s.metric.unit,
+        better: s.metric.better,
+        medians: s.medians,
+        min: s.min,
+        max: s.max,
+        oursVs: s.ratios,
+      })),
+      samples: udpSamples,
+    },
     targets,
     samples,
     failures,
@@ -308,7 +362,10 @@ async function main(): Promise<number> {
   if (dir) await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${prefix}.json`, JSON.stringify(result, null, 2) + "\n");
   await Deno.writeTextFile(`${prefix}.md`, md);
-  await Deno.writeTextFile(`${prefix}.svg`, chart(summaries, targets, subtitle));
+  await Deno.writeTextFile(
+    `${prefix}.svg`,
+    chart(summaries, targets, subtitle, udpChartRows(udpSummaries, udpTargets)),
+  );
   // Keep the results as `deno fmt --check` (deno task check) wants them.
   const files = ["json", "md", "svg"].map((ext) => `${prefix}.${ext}`);
   const fmt = await run(Deno.execPath(), ["fmt", "--quiet", ...files], 60_000, { cwd: root });

@@ -10,6 +10,7 @@
 import net from "node:net";
 import { CONNECTION_NAME, type PassedSocket } from "./activation.ts";
 import { fastPathMissing } from "./fastpath.ts";
+import { libcFlag } from "./libc.ts";
 import { log } from "./log.ts";
 import { duplicate, rearmer, recoveryMissing } from "./rearm.ts";
 
@@ -19,6 +20,8 @@ export interface Listener {
   readonly passed: PassedSocket;
   /** Where it listens, for logs: "127.0.0.1:80", "[::]:80" or "unix socket". */
   readonly address: string;
+  /** Its TCP port; null for a Unix socket. */
+  readonly port: number | null;
   /**
    * The private API that recovering this listener after running out of file descriptors needs
    * and this Deno lacks (see `rearm.ts`), or null.
@@ -94,7 +97,8 @@ function describe(server: net.Server): string {
 function notStream(passed: PassedSocket, why: string): AdoptionError {
   return new AdoptionError(
     `Passed in socket fd ${passed.fd} (name "${passed.name}") is not a listening or connected ` +
-      `stream socket (${why}); pass ListenStream= sockets only.`,
+      `stream socket (${why}); if it is a datagram socket (ListenDatagram=), give Deno ` +
+      `${libcFlag()} to serve it (the socket-proxyd wrapper and package do).`,
   );
 }
 
@@ -127,6 +131,7 @@ const SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, pauseOnConnect: tr
  */
 class ServedListener implements Listener {
   readonly address: string;
+  readonly port: number | null;
   readonly recoveryMissing: string | null;
   readonly fastPathMissing: string | null;
   #server: net.Server;
@@ -146,6 +151,8 @@ class ServedListener implements Listener {
   ) {
     this.#server = server;
     this.address = describe(server);
+    const address = server.address();
+    this.port = address !== null && typeof address === "object" ? address.port : null;
     this.recoveryMissing = recoveryMissing(server);
     this.fastPathMissing = fastPathMissing(server);
     this.#serve(server);

@@ -9,6 +9,7 @@ import { adopt, AdoptionError, type Listener, selfTest } from "./adopt.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
 import { ConfigError, expandConfig } from "./config.ts";
+import { formatListenAddress } from "./address.ts";
 import { listenOn } from "./listen.ts";
 import {
   DeferredWriter,
@@ -20,12 +21,14 @@ import {
   writerFor,
 } from "./log.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
-import { makePlan, type Plan, StartError } from "./plan.ts";
+import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
 import { StopSignals } from "./signals.ts";
+import type { Relay } from "./relay.ts";
+import { sortSockets } from "./sockets.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
 import { identify } from "./stdio.ts";
-import { formatTarget, type Target } from "./target.ts";
+import { atPort, formatTarget, type Target, type TargetSpec } from "./target.ts";
 import { formatTimespan } from "./timespan.ts";
 import { VERSION } from "./version.ts";
 
@@ -189,7 +192,7 @@ async function planFromEnvironment(options: Options): Promise<Plan> {
   return plan;
 }
 
-function permissionProblem(target: Target): string | null {
+function permissionProblem(target: TargetSpec): string | null {
   const granted = (descriptor: Deno.PermissionDescriptor) =>
     Deno.permissions.querySync(descriptor).state === "granted";
   switch (target.kind) {
@@ -209,6 +212,23 @@ function permissionProblem(target: Target): string | null {
         ? null
         : `Deno's permissions do not allow connecting to ${formatTarget(target)}; ` +
           `add --allow-net=${formatTarget(target)}.`;
+    case "same-port":
+      return granted({ name: "net", host: target.host })
+        ? null
+        : `Deno's permissions do not allow connecting to every port of ${target.host}; ` +
+          `add --allow-net=${target.host}.`;
+  }
+}
+
+/**
+ * The target for a listener on `port` (see `atPort`).
+ * @throws {StartError} for "HOST:*" and a listener without a port, naming it.
+ */
+function targetAt(spec: TargetSpec, port: number | null, listener: string): Target {
+  try {
+    return atPort(spec, port);
+  } catch (e) {
+    throw new StartError(`Cannot serve ${listener}: ${(e as Error).message}.`);
   }
 }
 
@@ -220,6 +240,8 @@ class Service {
   readonly #dataPath: DataPath;
   readonly #notifier: Notifier;
   readonly #proxy: Proxy;
+  /** Serves the datagram sockets passed in, if any. */
+  #relay: Relay | null = null;
   /** Stop accepting, one per listener. */
   readonly #closers: Array<() => void> = [];
   /** What is forwarded where, for the start-up line. */
@@ -239,12 +261,15 @@ class Service {
     this.#proxy = new Proxy({
       dataPath: this.#dataPath,
       connectionsMax: options.connectionsMax,
+      whenFull: options.whenFull,
+      connectionsPerSource: options.connectionsPerSource,
       exitIdleTimeUsec: options.exitIdleTimeUsec,
       proxyProtocol: options.proxyProtocol,
       connectTimeoutMs: options.connectTimeoutUsec / 1000,
       idleTimeoutMs: options.idleTimeoutUsec / 1000,
       keepalive: options.keepalive,
-      onIdle: () => end.end("idle"),
+      // Idle means no connection and no datagram session either.
+      onIdle: () => (this.#relay?.active ?? 0) === 0 && end.end("idle"),
       onChange: () => this.#changed(),
     });
   }
@@ -254,13 +279,23 @@ class Service {
    * @throws {StartError} naming what could not be served.
    */
   async open(): Promise<void> {
-    await this.#testAdoption();
+    const sorted = await sortSockets(this.#plan.sockets, {
+      proxyProtocol: this.#options.proxyProtocol,
+      sessionsMax: this.#options.connectionsMax,
+      sessionsPerSource: this.#options.connectionsPerSource,
+      idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,
+      onChange: () => this.#sessionsChanged(),
+    });
+    this.#relay = sorted.relay;
+    this.#descriptions.push(...sorted.descriptions);
+    await this.#testAdoption(sorted.streams);
     const listeners: Listener[] = [];
     try {
-      await this.#adoptPassed(listeners);
+      await this.#adoptPassed(sorted.streams, listeners);
       await this.#listenOwn();
     } catch (e) {
       for (const close of this.#closers) close();
+      if (e instanceof StartError) throw e;
       if (e instanceof AdoptionError) throw new StartError(e.message);
       throw new StartError(`Cannot listen: ${(e as Error).message}`);
     }
@@ -272,8 +307,8 @@ class Service {
   }
 
   /** Before listening sockets are adopted: does this Deno serve an adopted socket at all? */
-  async #testAdoption(): Promise<void> {
-    if (this.#plan.sockets.every(({ socket }) => socket.name === CONNECTION_NAME)) return;
+  async #testAdoption(streams: readonly PlannedSocket[]): Promise<void> {
+    if (streams.every(({ socket }) => socket.name === CONNECTION_NAME)) return;
     const failure = await selfTest();
     if (failure === null) return;
     throw new StartError(
@@ -283,29 +318,40 @@ class Service {
     );
   }
 
-  async #adoptPassed(listeners: Listener[]): Promise<void> {
-    for (const { socket, target } of this.#plan.sockets) {
-      const to = formatTarget(target);
+  async #adoptPassed(streams: readonly PlannedSocket[], listeners: Listener[]): Promise<void> {
+    for (const { socket, target } of streams) {
+      // For "HOST:*", the port is the listener's: known once it is adopted, before any client.
+      let to: Target | null = target.kind === "same-port" ? null : target;
       const adopted = await adopt(
         socket,
-        (client) => this.#proxy.admit(socketClient(client, this.#dataPath), target),
+        (client, listener) =>
+          this.#proxy.admit(
+            socketClient(client, this.#dataPath),
+            to ??= atPort(target, listener.port),
+          ),
       );
+      const where = `fd ${socket.fd} ("${socket.name}")`;
       if (adopted.kind === "listener") {
         const { listener } = adopted;
         listeners.push(listener);
         this.#closers.push(listener.close);
-        this.#descriptions.push(`${listener.address} (fd ${socket.fd}, "${socket.name}") to ${to}`);
+        to = targetAt(target, listener.port, `the socket on ${where}`);
+        const described = `${listener.address} (fd ${socket.fd}, "${socket.name}")`;
+        this.#descriptions.push(`${described} to ${formatTarget(to)}`);
       } else {
-        this.#connections.push({ socket: adopted.socket, target });
-        this.#descriptions.push(`connection on fd ${socket.fd} to ${to}`);
+        to = targetAt(target, adopted.socket.localPort ?? null, `the connection on ${where}`);
+        this.#connections.push({ socket: adopted.socket, target: to });
+        this.#descriptions.push(`connection on fd ${socket.fd} to ${formatTarget(to)}`);
       }
     }
   }
 
   async #listenOwn(): Promise<void> {
-    const target = this.#plan.listenTarget;
-    if (target === null) return;
+    const spec = this.#plan.listenTarget;
+    if (spec === null) return;
     for (const address of this.#plan.listen) {
+      const port = address.kind === "tcp" ? address.port : null;
+      const target = targetAt(spec, port, `--listen=${formatListenAddress(address)}`);
       const own = await listenOn(address, (conn) => this.#proxy.admit(connClient(conn), target));
       this.#closers.push(own.close);
       this.#descriptions.push(`${own.address} to ${formatTarget(target)}`);
@@ -322,16 +368,21 @@ class Service {
       "info",
       `Forwarding ${this.#descriptions.join(", ")}; at most ${options.connectionsMax} ` +
         "connections" +
+        (options.whenFull === "wait" ? ", more waiting in arrival order" : "") +
+        (options.connectionsPerSource === null
+          ? ""
+          : `, ${options.connectionsPerSource} per source`) +
         (options.exitIdleTimeUsec === Infinity
           ? "."
           : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
     );
-    this.#onlyConnections = this.#closers.length === 0;
+    this.#onlyConnections = this.#closers.length === 0 && this.#relay === null;
     // A passed connection is already being read by node:net, so it stays on the portable path.
     for (const c of this.#connections) {
       this.#proxy.admit(socketClient(c.socket, "portable"), c.target);
     }
     if (!this.#onlyConnections) this.#proxy.start();
+    this.#relay?.start();
     this.#notifier.send(`READY=1\nSTATUS=${this.#status()}`);
     Deno.unrefTimer(setTimeout(() => logWriter.settle(), LOG_DECISION_DELAY_MS));
     const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
@@ -350,24 +401,33 @@ class Service {
    */
   async stop(why: Ending): Promise<number> {
     for (const close of this.#closers) close();
+    this.#relay?.stopReading();
     clearTimeout(this.#statusTimer);
     const proxy = this.#proxy;
-    await this.#notifier.send(
-      `STOPPING=1\nSTATUS=Stopping: ${proxy.active} active, ${proxy.served} served`,
-    );
+    proxy.flushLogs();
+    await this.#notifier.send(`STOPPING=1\nSTATUS=Stopping: ${this.#counts()}`);
     let exitStatus = EXIT_SUCCESS;
     if (why === "idle") {
       log(
         "info",
-        `Exiting after ${formatTimespan(this.#options.exitIdleTimeUsec)} without connections.`,
+        `Exiting after ${formatTimespan(this.#options.exitIdleTimeUsec)} without connections` +
+          `${this.#refusedClause()}.`,
       );
     } else if (why === "done") {
       if (proxy.failed > 0) exitStatus = EXIT_FAILURE;
     } else {
       await this.#drain(why);
     }
+    // Idle or done: no session is open, and nothing waits on the relay.
+    await this.#relay?.drain(0);
     this.#notifier.close();
     return exitStatus;
+  }
+
+  /** "; 12 refused (...)", or "" when none was refused. */
+  #refusedClause(): string {
+    const refused = this.#proxy.refused;
+    return refused === "" ? "" : `; ${refused}`;
   }
 
   async #drain(signal: Ending): Promise<void> {
@@ -375,20 +435,68 @@ class Service {
     const timeoutUsec = this.#options.drainTimeoutUsec;
     log(
       "info",
-      `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open, ` +
-        `waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
+      `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open` +
+        (proxy.waiting > 0 ? ` and ${proxy.waiting} waiting` : "") +
+        `, waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
     );
-    const cut = await proxy.drain(timeoutUsec / 1000);
+    const relay = this.#relay;
+    const [cut, cutSessions] = await Promise.all([
+      proxy.drain(timeoutUsec / 1000),
+      relay?.drain(timeoutUsec / 1000) ?? 0,
+    ]);
+    proxy.flushLogs();
+    const closed = [
+      ...(cut.open > 0 ? [`${cut.open} still open`] : []),
+      ...(cut.waiting > 0 ? [`${cut.waiting} still waiting`] : []),
+    ];
     log(
       "info",
       `Stopped: ${proxy.served} connection(s) served, ` +
-        (cut > 0 ? `${cut} still open after the drain timeout closed.` : "none cut off."),
+        (closed.length > 0
+          ? `${closed.join(" and ")} after the drain timeout closed`
+          : "none cut off") +
+        `${this.#refusedClause()}` +
+        (relay === null ? "." : `; ${this.#sessionCounts()}, ` +
+          (cutSessions > 0 ? `${cutSessions} cut off by the drain timeout.` : "none cut off.")),
     );
+  }
+
+  /**
+   * "3 active, 2 waiting, 10 served, 4 refused (...)" (waiting only with --when-full=wait),
+   * and with datagram sockets their sessions and datagrams, for STATUS= lines.
+   */
+  #counts(): string {
+    const proxy = this.#proxy;
+    const streams = [
+      `${proxy.active} active`,
+      ...(this.#options.whenFull === "wait" ? [`${proxy.waiting} waiting`] : []),
+      `${proxy.served} served`,
+      ...(proxy.refused === "" ? [] : [proxy.refused]),
+    ].join(", ");
+    return this.#relay === null ? streams : `${streams}; ${this.#sessionCounts()}`;
+  }
+
+  #sessionCounts(): string {
+    const relay = this.#relay!;
+    const { sessions, forwarded, returned, dropped, refused } = relay.counts;
+    const reasons = [
+      ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
+      ...(refused.source > 0 ? [`${refused.source} over --connections-per-source`] : []),
+    ];
+    return `${relay.active} session(s) open, ${sessions} served, datagrams ${forwarded} ` +
+      `forwarded, ${returned} returned, ${dropped} dropped` +
+      (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
+  }
+
+  /** Datagram sessions came or went: when none is left, the idle span starts again. */
+  #sessionsChanged(): void {
+    if (this.#relay?.active === 0 && this.#proxy.active === 0) this.#proxy.start();
+    this.#changed();
   }
 
   #status(): string {
     const forwardsTo = this.#plan.targets.map(formatTarget).join(", ");
-    return `Forwarding to ${forwardsTo}: ${this.#proxy.active} active, ${this.#proxy.served} served`;
+    return `Forwarding to ${forwardsTo}: ${this.#counts()}`;
   }
 
   /** The number of open connections changed: maybe done; a STATUS= update soon. */

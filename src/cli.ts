@@ -3,10 +3,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { WHEN_FULL, type WhenFull } from "./admission.ts";
 import { type ListenAddress, parseListenAddress } from "./address.ts";
 import { DEFAULT_CONNECTIONS_MAX } from "./limit.ts";
 import type { ProxyProtocolVersion } from "./proxyprotocol.ts";
-import { parseTarget, type Target } from "./target.ts";
+import { parseTargetSpec, type TargetSpec } from "./target.ts";
 import { formatTimespan, parseTimespan } from "./timespan.ts";
 
 /** The default of `--drain-timeout`: well inside systemd's default TimeoutStopSec= of 90s. */
@@ -19,22 +20,35 @@ export const DEFAULT_DRAIN_TIMEOUT_USEC = 30_000_000;
  */
 export const DEFAULT_CONNECT_TIMEOUT_USEC = 5_000_000;
 
+/**
+ * The default `--idle-timeout` of a datagram session: as Linux's conntrack ends a UDP flow
+ * (nf_conntrack_udp_timeout, 30 s), longer than any DNS or NTP exchange takes, and what QUIC
+ * keeps alive with its own pings; streams have no default (they end by themselves).
+ */
+export const DEFAULT_SESSION_IDLE_TIMEOUT_USEC = 30_000_000;
+
 /** How the proxy was asked to run. */
 export interface Options {
   /** Where clients are forwarded to (the positional argument), unless `targets` names theirs. */
-  readonly target: Target | null;
+  readonly target: TargetSpec | null;
   /** Targets by socket name (`--target=NAME=TARGET`, repeatable). */
-  readonly targets: ReadonlyMap<string, Target>;
+  readonly targets: ReadonlyMap<string, TargetSpec>;
   /** Send a PROXY protocol header to the backend first (`--proxy-protocol=v1|v2`). */
   readonly proxyProtocol: ProxyProtocolVersion | null;
   /** Keep retrying a backend that refuses for this long (`--connect-timeout`); 0: once. */
   readonly connectTimeoutUsec: number;
   /** Close a connection without traffic for this long (`--idle-timeout`); Infinity never. */
   readonly idleTimeoutUsec: number;
+  /** End a datagram session without traffic for this long (`--idle-timeout`, else 30s). */
+  readonly sessionIdleTimeoutUsec: number;
   /** TCP keepalive on client and backend sockets (off with `--no-keepalive`). */
   readonly keepalive: boolean;
   /** The most connections open at once (`-c`, `--connections-max`). */
   readonly connectionsMax: number;
+  /** What becomes of a client over `connectionsMax` (`--when-full`). */
+  readonly whenFull: WhenFull;
+  /** The most connections from one source at once (`--connections-per-source`); null: none. */
+  readonly connectionsPerSource: number | null;
   /** Exit after this many microseconds without a connection; Infinity never. */
   readonly exitIdleTimeUsec: number;
   /** On SIGTERM/SIGINT, wait this long for open connections before closing them. */
@@ -58,7 +72,7 @@ export class UsageError extends Error {
 
 /** The text of `--help`. */
 export const HELP =
-  `socket-proxyd [OPTIONS...] {HOST:PORT|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}
+  `socket-proxyd [OPTIONS...] {HOST:PORT|HOST:*|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}
 socket-proxyd [OPTIONS...] --target=NAME=TARGET... [TARGET]
 
 Bidirectionally proxy local sockets to another (possibly remote) socket.
@@ -69,6 +83,11 @@ Forwards every client of the sockets passed in by the service manager
      --version                Show package version
   -c --connections-max=N      Set the maximum number of connections to be
                               accepted (default: ${DEFAULT_CONNECTIONS_MAX})
+     --when-full=refuse|wait  At the limit, refuse a new client (default), or
+                              let it wait for a free slot in arrival order
+     --connections-per-source=N
+                              Refuse a client when N connections from its
+                              address (IPv6: its /64) are open or waiting
      --exit-idle-time=SPAN    Exit when without a connection for this
                               duration, e.g. "30s", "5min 20s" (default: infinity)
      --drain-timeout=SPAN     On SIGTERM/SIGINT, let open connections finish
@@ -80,7 +99,8 @@ Forwards every client of the sockets passed in by the service manager
                               (repeatable; ignored under socket activation)
      --target=NAME=TARGET     Forward clients of the passed socket named NAME
                               (FileDescriptorName=) to TARGET (repeatable); the
-                              positional TARGET serves sockets not named here
+                              positional TARGET serves sockets not named here;
+                              HOST:* forwards to each listener's own port
      --proxy-protocol=v1|v2   Send a PROXY protocol header with the client's
                               address to the backend before any client byte
      --connect-timeout=SPAN   Retry a backend that refuses or is unreachable
@@ -88,33 +108,51 @@ Forwards every client of the sockets passed in by the service manager
     formatTimespan(DEFAULT_CONNECT_TIMEOUT_USEC)
   }; 0: once)
      --idle-timeout=SPAN      Close a connection without traffic in either
-                              direction for this long (default: infinity)
+                              direction for this long (default: infinity;
+                              datagram sessions: ${
+    formatTimespan(DEFAULT_SESSION_IDLE_TIMEOUT_USEC)
+  })
      --no-keepalive           Do not turn on TCP keepalive on client and
                               backend sockets
   -v --verbose                Log every connection when it ends
 
 See the socket-proxyd(8) man page for details.`;
 
-function parseCount(text: string): number {
+function parseCount(text: string, name = "connections-max"): number {
   if (!/^\d+$/.test(text)) {
-    throw new UsageError(`Invalid --connections-max "${text}": expected a whole number`);
+    throw new UsageError(`Invalid --${name} "${text}": expected a whole number`);
   }
   const n = Number(text);
-  if (n < 1) throw new UsageError("Connection limit is too low.");
-  if (n > 2 ** 31 - 1) throw new UsageError(`Invalid --connections-max "${text}": too large`);
+  if (n < 1) {
+    throw new UsageError(
+      name === "connections-max"
+        ? "Connection limit is too low."
+        : `Invalid --${name}: must be at least 1`,
+    );
+  }
+  if (n > 2 ** 31 - 1) throw new UsageError(`Invalid --${name} "${text}": too large`);
   return n;
 }
 
-function targetArgument(text: string): Target {
+function parseWhenFull(text: string | undefined): WhenFull {
+  if (text === undefined) return WHEN_FULL[0];
+  const found = WHEN_FULL.find((value) => value === text);
+  if (found === undefined) {
+    throw new UsageError(`Invalid --when-full "${text}": expected ${WHEN_FULL.join(" or ")}`);
+  }
+  return found;
+}
+
+function targetArgument(text: string): TargetSpec {
   try {
-    return parseTarget(text);
+    return parseTargetSpec(text);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
 }
 
-function parseNamedTargets(specs: readonly string[]): Map<string, Target> {
-  const targets = new Map<string, Target>();
+function parseNamedTargets(specs: readonly string[]): Map<string, TargetSpec> {
+  const targets = new Map<string, TargetSpec>();
   for (const spec of specs) {
     const eq = spec.indexOf("=");
     const name = spec.slice(0, eq);
@@ -159,6 +197,8 @@ export function parseCommandLine(args: readonly string[]): Command {
         help: { type: "boolean", short: "h" },
         version: { type: "boolean" },
         "connections-max": { type: "string", short: "c" },
+        "when-full": { type: "string" },
+        "connections-per-source": { type: "string" },
         "exit-idle-time": { type: "string" },
         "drain-timeout": { type: "string" },
         listen: { type: "string", multiple: true },
@@ -218,6 +258,10 @@ export function parseCommandLine(args: readonly string[]): Command {
     options: {
       target,
       connectionsMax,
+      whenFull: parseWhenFull(values["when-full"]),
+      connectionsPerSource: values["connections-per-source"] === undefined
+        ? null
+        : parseCount(values["connections-per-source"], "connections-per-source"),
       exitIdleTimeUsec,
       drainTimeoutUsec,
       listen,
@@ -226,6 +270,9 @@ export function parseCommandLine(args: readonly string[]): Command {
       proxyProtocol,
       connectTimeoutUsec,
       idleTimeoutUsec,
+      sessionIdleTimeoutUsec: values["idle-timeout"] === undefined
+        ? DEFAULT_SESSION_IDLE_TIMEOUT_USEC
+        : idleTimeoutUsec,
       keepalive: !values["no-keepalive"],
     },
   };

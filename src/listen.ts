@@ -3,7 +3,7 @@
  * @module
  */
 import { formatListenAddress, type ListenAddress } from "./address.ts";
-import { log, Throttle } from "./log.ts";
+import { ThrottledLog } from "./log.ts";
 
 /** A socket we listen on ourselves. */
 export interface OwnListener {
@@ -71,16 +71,18 @@ export async function listenOn(
   const listener = await openReplacingStale(address);
   const description = formatListenAddress(address);
   let closed = false;
-  const failures = new Throttle(1000);
+  const failures = new ThrottledLog(
+    "error",
+    1000,
+    (held) => `Failed to accept on ${description}: ${held} more failure(s) since the last message`,
+  );
   (async () => {
     while (!closed) {
       try {
         onClient(await listener.accept());
       } catch (e) {
         if (closed) break;
-        if (failures.hit() !== null) {
-          log("error", `Failed to accept on ${description}: ${(e as Error).message}; retrying`);
-        }
+        failures.hit(() => `Failed to accept on ${description}: ${(e as Error).message}; retrying`);
         await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
       }
     }
@@ -90,6 +92,7 @@ export async function listenOn(
     close() {
       if (closed) return;
       closed = true;
+      failures.flush();
       listener.close();
       if (address.kind === "unix") {
         try {

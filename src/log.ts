@@ -317,9 +317,104 @@ export class Throttle {
       this.#held++;
       return null;
     }
+    return this.report(now);
+  }
+
+  /**
+   * Reports now, whether or not the interval has passed (say, when it ends with hits held).
+   * @returns the number of occurrences held back since the last report.
+   */
+  report(now: number = performance.now()): number {
     const held = this.#held;
     this.#last = now;
     this.#held = 0;
     return held;
+  }
+
+  /** The number of occurrences held back since the last report. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** When the current interval ends: the earliest time the next hit is reported. */
+  get nextReport(): number {
+    return this.#last + this.intervalMs;
+  }
+}
+
+/** What a {@link ThrottledLog} needs of time; tests pass their own. */
+export interface Clock {
+  /** The time in milliseconds. */
+  now(): number;
+  /** Calls `fn` after `ms`, without keeping the process alive; returns a cancel function. */
+  after(ms: number, fn: () => void): () => void;
+}
+
+/** The real clock: performance.now() and unreferenced timers. */
+const REAL_CLOCK: Clock = {
+  now: () => performance.now(),
+  after(ms, fn) {
+    const timer = setTimeout(fn, ms);
+    Deno.unrefTimer(timer);
+    return () => clearTimeout(timer);
+  },
+};
+
+/**
+ * The log line of a repeated event (a refused connection, a failed connect), written at most
+ * once per interval. The occurrences held back are not lost: when the interval ends, one line
+ * says how many there were ({@link ThrottledLog.flush} says it at once, say at stop), so every
+ * occurrence shows in the log within one interval.
+ */
+export class ThrottledLog {
+  readonly #throttle: Throttle;
+  #cancel: (() => void) | null = null;
+
+  /**
+   * @param level the level of both kinds of line.
+   * @param summary the line for `held` occurrences held back since the last line.
+   */
+  constructor(
+    readonly level: Level,
+    intervalMs: number,
+    readonly summary: (held: number) => string,
+    readonly clock: Clock = REAL_CLOCK,
+  ) {
+    this.#throttle = new Throttle(intervalMs);
+  }
+
+  /**
+   * Records one occurrence, and writes `message()` unless an interval is running.
+   * @returns whether the line was written (queued to the log writer).
+   */
+  hit(message: () => string): boolean {
+    const held = this.#throttle.hit(this.clock.now());
+    if (held === null) {
+      this.#cancel ??= this.clock.after(
+        Math.max(0, this.#throttle.nextReport - this.clock.now()),
+        () => {
+          this.#cancel = null;
+          this.#report();
+        },
+      );
+      return false;
+    }
+    if (held > 0) log(this.level, this.summary(held)); // The timer was late.
+    this.#cancel?.();
+    this.#cancel = null;
+    log(this.level, message());
+    return true;
+  }
+
+  /** Writes the count held back now, if there is one. */
+  flush(): void {
+    this.#cancel?.();
+    this.#cancel = null;
+    if (this.#throttle.held > 0) this.#report();
+  }
+
+  #report(): void {
+    const held = this.#throttle.report(this.clock.now());
+    if (held > 0) log(this.level, this.summary(held));
   }
 }

@@ -6,7 +6,7 @@
 import { CONNECTION_NAME, type PassedSocket } from "./activation.ts";
 import type { ListenAddress } from "./address.ts";
 import type { Options } from "./cli.ts";
-import { formatTarget, type Target } from "./target.ts";
+import { formatTarget, type TargetSpec } from "./target.ts";
 
 /** The program cannot start as asked; the message says why and what to do. */
 export class StartError extends Error {
@@ -16,7 +16,7 @@ export class StartError extends Error {
 /** A passed socket and the target of its clients. */
 export interface PlannedSocket {
   readonly socket: PassedSocket;
-  readonly target: Target;
+  readonly target: TargetSpec;
 }
 
 /** What to serve. Exactly one of `sockets` and `listen` is non-empty. */
@@ -26,9 +26,9 @@ export interface Plan {
   /** Where to listen ourselves, when nothing was passed in (`--listen`)... */
   readonly listen: readonly ListenAddress[];
   /** ...and where those clients go. */
-  readonly listenTarget: Target | null;
+  readonly listenTarget: TargetSpec | null;
   /** Every target in use, each once (by its written form), in order of first use. */
-  readonly targets: readonly Target[];
+  readonly targets: readonly TargetSpec[];
   /** Things worth a warning that do not stop the start. */
   readonly warnings: readonly string[];
   /** Notices: harmless, but the operator may not expect them. */
@@ -45,8 +45,8 @@ const NO_SOCKETS = "Didn't get any sockets passed in; start me from a .socket un
   "systemd-socket-activate --listen=ADDR, with a connection as standard input " +
   "(Accept=yes and StandardInput=socket), or give --listen=ADDR.";
 
-function distinct(targets: readonly Target[]): Target[] {
-  const seen = new Map<string, Target>();
+function distinct(targets: readonly TargetSpec[]): TargetSpec[] {
+  const seen = new Map<string, TargetSpec>();
   for (const target of targets) {
     const key = formatTarget(target);
     if (!seen.has(key)) seen.set(key, target);

@@ -1,17 +1,18 @@
 /**
- * The proxy: admits accepted clients under the connection limit, dials the target for each
- * and forwards until both sides are done; drains on stop.
+ * The proxy: admits accepted clients under the limits (see `admission.ts`), dials the target
+ * for each and forwards until both sides are done; drains on stop.
  * @module
  */
+import { Admission, sourceOf, type WhenFull } from "./admission.ts";
 import { type Client, type DataPath, formatAddress } from "./client.ts";
 import { dialWithRetry } from "./dial.ts";
 import { connEndpoint, type Endpoint } from "./endpoint.ts";
 import { takeConn } from "./fastpath.ts";
 import { forward } from "./forward.ts";
 import { IdleTimer } from "./idle.ts";
-import { ConnectionLimit } from "./limit.ts";
-import { log, logs, Throttle } from "./log.ts";
+import { log, logs, ThrottledLog } from "./log.ts";
 import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
+import { Refusals } from "./refusals.ts";
 import { formatTarget, type Target } from "./target.ts";
 
 /** What the proxy needs to know. */
@@ -20,6 +21,10 @@ export interface ProxyOptions {
   readonly dataPath: DataPath;
   /** The most connections open at once (over all targets). */
   readonly connectionsMax: number;
+  /** What becomes of a client over `connectionsMax`. */
+  readonly whenFull: WhenFull;
+  /** The most connections open or waiting at once from one source, or null for no limit. */
+  readonly connectionsPerSource: number | null;
   /** Microseconds without a connection before `onIdle`; Infinity never. */
   readonly exitIdleTimeUsec: number;
   /** Send this PROXY protocol header to the backend first, or none. */
@@ -36,13 +41,24 @@ export interface ProxyOptions {
   readonly onChange?: () => void;
 }
 
+/** A client admitted or waiting: where it goes, and the source it is counted under. */
+interface Admitted {
+  readonly client: Client;
+  readonly target: Target;
+  readonly source: string | null;
+}
+
 /** Serves clients for one target; see {@link Proxy.admit}. */
 export class Proxy {
   readonly #options: ProxyOptions;
-  readonly #limit: ConnectionLimit;
+  readonly #admission: Admission<Admitted>;
   readonly #idle: IdleTimer;
-  readonly #refusals = new Throttle(1000);
-  readonly #failures = new Throttle(1000);
+  readonly #refusals = new Refusals();
+  readonly #failures = new ThrottledLog(
+    "error",
+    1000,
+    (held) => `Failed to connect: ${held} more connection(s) failed since the last message.`,
+  );
   /** Closes each open connection at once, for the end of a drain. */
   readonly #open = new Set<() => void>();
   #served = 0;
@@ -52,13 +68,27 @@ export class Proxy {
   /** @param options what to forward to, and the limits. */
   constructor(options: ProxyOptions) {
     this.#options = options;
-    this.#limit = new ConnectionLimit(options.connectionsMax);
+    this.#admission = new Admission({
+      max: options.connectionsMax,
+      perSource: options.connectionsPerSource,
+      whenFull: options.whenFull,
+    });
     this.#idle = new IdleTimer(options.exitIdleTimeUsec, options.onIdle);
   }
 
   /** Connections currently open. */
   get active(): number {
-    return this.#limit.active;
+    return this.#admission.active;
+  }
+
+  /** Clients waiting for a slot (`--when-full=wait`). */
+  get waiting(): number {
+    return this.#admission.waiting;
+  }
+
+  /** The refusals so far, for status and stop lines ("" when none). */
+  get refused(): string {
+    return this.#refusals.describe();
   }
 
   /** Connections admitted since start. */
@@ -76,41 +106,69 @@ export class Proxy {
     this.#idle.arm();
   }
 
-  /** Takes an accepted client: refuses it at the limit, else forwards it to `target`. */
+  /** Writes the log lines held back (counts of refusals and failures) now: at stop. */
+  flushLogs(): void {
+    this.#refusals.flush();
+    this.#failures.flush();
+  }
+
+  /**
+   * Takes an accepted client: forwards it to `target`, lets it wait for a slot, or refuses it
+   * (see `admission.ts`).
+   */
   admit = (client: Client, target: Target): void => {
-    if (!this.#limit.tryAcquire()) {
-      client.refuse();
-      const held = this.#refusals.hit();
-      if (held !== null) {
-        log(
-          "warning",
-          `Hit connection limit, refusing connection (${this.#limit.max} open` +
-            (held > 0 ? `; ${held} more refused since the last message)` : ")"),
-        );
-      }
-      return;
+    const perSource = this.#options.connectionsPerSource;
+    const source = perSource === null ? null : sourceOf(client.remote?.hostname ?? null);
+    const admitted = { client, target, source };
+    const decision = this.#admission.request(source, admitted);
+    if (decision === "admitted") return this.#start(admitted);
+    if (decision === "full") {
+      const waiting = this.#admission.waiting;
+      this.#refusals.refuse(
+        client,
+        "full",
+        () =>
+          `Hit connection limit, refusing connection (${this.#admission.active} open` +
+          (waiting > 0 ? `, ${waiting} waiting, the most that may wait)` : ")"),
+      );
+    } else if (decision === "source") {
+      this.#refusals.refuse(
+        client,
+        "source",
+        () =>
+          `Hit per-source connection limit, refusing connection from ${
+            formatAddress(client.remote)
+          } ` +
+          `(${this.#admission.fromSource(source!)} open or waiting from ${source})`,
+      );
     }
+    this.#options.onChange?.();
+  };
+
+  #start(admitted: Admitted): void {
     this.#served++;
     this.#idle.disarm();
     this.#options.onChange?.();
-    this.#serve(client, target);
-  };
+    this.#serve(admitted);
+  }
 
   /** Gives back the connection's place under the limit, once it is over. */
-  #release(): void {
-    this.#limit.release();
+  #release(source: string | null): void {
+    const next = this.#admission.release(source);
+    if (next !== null) return this.#start(next);
     this.#options.onChange?.();
-    if (this.#limit.active === 0) {
+    if (this.#admission.active === 0) {
       this.#drained?.();
       this.#idle.arm();
     }
   }
 
   /**
-   * Waits up to `timeoutMs` for open connections to finish, then closes the rest.
-   * @returns how many connections had to be closed.
+   * Waits up to `timeoutMs` for open connections to finish (waiting clients are served as
+   * slots free), then closes the rest.
+   * @returns how many connections had to be closed: open ones, and waiting ones unserved.
    */
-  async drain(timeoutMs: number): Promise<number> {
+  async drain(timeoutMs: number): Promise<{ open: number; waiting: number }> {
     this.#idle.disarm();
     if (this.active > 0) {
       const done = new Promise<void>((resolve) => this.#drained = resolve);
@@ -124,12 +182,14 @@ export class Proxy {
       await Promise.race([done, timeout]);
       clearTimeout(timer);
     }
-    const left = this.#open.size;
+    const waiting = this.#admission.takeWaiting();
+    for (const { client } of waiting) client.refuse();
+    const open = this.#open.size;
     for (const close of this.#open) close();
-    return left;
+    return { open, waiting: waiting.length };
   }
 
-  async #serve(client: Client, to: Target): Promise<void> {
+  async #serve({ client, target: to, source }: Admitted): Promise<void> {
     const options = this.#options;
     const started = logs("debug") ? performance.now() : 0;
     let clientEnd: Endpoint | null = null;
@@ -154,15 +214,10 @@ export class Proxy {
         }
       } catch (e) {
         this.#failed++;
-        const held = this.#failures.hit();
-        if (held !== null) {
-          log(
-            "error",
-            `Failed to connect to ${formatTarget(to)} for ${formatAddress(client.remote)}: ` +
-              (e as Error).message +
-              (held > 0 ? ` (${held} more failed since the last message)` : ""),
-          );
-        }
+        this.#failures.hit(() =>
+          `Failed to connect to ${formatTarget(to)} for ${formatAddress(client.remote)}: ` +
+          (e as Error).message
+        );
         client.refuse();
         return;
       }
@@ -181,7 +236,7 @@ export class Proxy {
       );
     } finally {
       this.#open.delete(abort);
-      this.#release();
+      this.#release(source);
     }
   }
 }

@@ -4,7 +4,8 @@
  * Parsing is pure and follows systemd-socket-proxyd: a leading "/" is a Unix socket path, a
  * leading "@" an abstract Unix socket name, anything else HOST:PORT split at the last ":"
  * (port 80 when there is none). Unlike the reference, IPv6 may be written in brackets, and
- * "vsock:CID:PORT" names an AF_VSOCK socket.
+ * "vsock:CID:PORT" names an AF_VSOCK socket, and "HOST:*" (see {@link SamePortTarget}) forwards
+ * each listener to its own port number on HOST.
  * @module
  */
 
@@ -37,6 +38,20 @@ export interface VsockTarget {
 
 /** Any target the proxy can forward to. */
 export type Target = TcpTarget | UnixTarget | AbstractTarget | VsockTarget;
+
+/**
+ * "HOST:*": each listener's clients go to the listener's own port number on HOST, so one unit
+ * with many ListenStream= ports needs one target. Becomes a {@link TcpTarget} per listener
+ * ({@link atPort}).
+ */
+export interface SamePortTarget {
+  readonly kind: "same-port";
+  /** A host name, or an IPv4 or IPv6 address (without brackets). */
+  readonly host: string;
+}
+
+/** A target as the command line gives it: a target, or one whose port is the listener's. */
+export type TargetSpec = Target | SamePortTarget;
 
 /** The port used when a target names no port, as systemd-socket-proxyd does. */
 export const DEFAULT_PORT = 80;
@@ -148,13 +163,54 @@ export function parseTarget(text: string): Target {
   return { kind: "tcp", host, port: parsePort(text.slice(colon + 1), text) };
 }
 
+/**
+ * Parses a target as given on the command line, "HOST:*" and "[IPV6]:*" included.
+ *
+ * @throws {RangeError} naming the input and what is wrong with it.
+ */
+export function parseTargetSpec(text: string): TargetSpec {
+  if (!text.endsWith(":*") || text.startsWith("/") || text.startsWith("@")) {
+    return parseTarget(text);
+  }
+  // Parsed with a port in place of "*", and any error given back with the text as written.
+  const withPort = `${text.slice(0, -2)}:1`;
+  let target: Target;
+  try {
+    target = parseTarget(withPort);
+  } catch (e) {
+    throw new RangeError((e as Error).message.replace(`"${withPort}"`, `"${text}"`));
+  }
+  if (target.kind !== "tcp") {
+    throw new RangeError(`Invalid target "${text}": ":*" (the listener's port) is for TCP only`);
+  }
+  return { kind: "same-port", host: target.host };
+}
+
+/**
+ * The target for a listener on `port`: `spec` itself, or for "HOST:*" that port on HOST.
+ *
+ * @param port the listener's port; null for a listener without one (a Unix socket).
+ * @throws {RangeError} for "HOST:*" and a listener without a port.
+ */
+export function atPort(spec: TargetSpec, port: number | null): Target {
+  if (spec.kind !== "same-port") return spec;
+  if (port === null || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(
+      `the target ${formatTarget(spec)} takes the listener's port, and this listener has none ` +
+        "(a Unix socket); give it a target with a port (--target=NAME=HOST:PORT)",
+    );
+  }
+  return { kind: "tcp", host: spec.host, port };
+}
+
 /** Formats a target for logs and status lines, in the syntax that parses back to it. */
-export function formatTarget(target: Target): string {
+export function formatTarget(target: TargetSpec): string {
   switch (target.kind) {
     case "tcp":
-      return target.host.includes(":")
-        ? `[${target.host}]:${target.port}`
-        : `${target.host}:${target.port}`;
+    case "same-port": {
+      const port = target.kind === "tcp" ? target.port : "*";
+      return target.host.includes(":") ? `[${target.host}]:${port}` : `${target.host}:${port}`;
+    }
     case "unix":
       return target.path;
     case "abstract":

@@ -7,6 +7,7 @@ import {
   type Command,
   DEFAULT_CONNECT_TIMEOUT_USEC,
   DEFAULT_DRAIN_TIMEOUT_USEC,
+  DEFAULT_SESSION_IDLE_TIMEOUT_USEC,
   HELP,
   type Options,
   parseCommandLine,
@@ -32,6 +33,8 @@ const run = (target: string, overrides: Partial<Omit<Options, "target">> = {}): 
   options: {
     target: parseTarget(target),
     connectionsMax: DEFAULT_CONNECTIONS_MAX,
+    whenFull: "refuse",
+    connectionsPerSource: null,
     exitIdleTimeUsec: Infinity,
     drainTimeoutUsec: DEFAULT_DRAIN_TIMEOUT_USEC,
     listen: [],
@@ -40,6 +43,7 @@ const run = (target: string, overrides: Partial<Omit<Options, "target">> = {}): 
     proxyProtocol: null,
     connectTimeoutUsec: DEFAULT_CONNECT_TIMEOUT_USEC,
     idleTimeoutUsec: Infinity,
+    sessionIdleTimeoutUsec: overrides.idleTimeoutUsec ?? DEFAULT_SESSION_IDLE_TIMEOUT_USEC,
     keepalive: true,
     ...overrides,
   },
@@ -63,6 +67,8 @@ Deno.test("parseCommandLine: a target alone gets the defaults", () => {
     options: {
       target: { kind: "tcp", host: "localhost", port: 8080 },
       connectionsMax: 256,
+      whenFull: "refuse",
+      connectionsPerSource: null,
       exitIdleTimeUsec: Infinity,
       drainTimeoutUsec: 30_000_000,
       listen: [],
@@ -71,9 +77,19 @@ Deno.test("parseCommandLine: a target alone gets the defaults", () => {
       proxyProtocol: null,
       connectTimeoutUsec: 5_000_000,
       idleTimeoutUsec: Infinity,
+      sessionIdleTimeoutUsec: 30_000_000,
       keepalive: true,
     },
   });
+});
+
+Deno.test("parseCommandLine: --idle-timeout ends datagram sessions too; without it, after 30s", () => {
+  equal(DEFAULT_SESSION_IDLE_TIMEOUT_USEC, 30_000_000);
+  const options = (args: string[]) => (parseCommandLine(args) as { options: Options }).options;
+  equal(options(["h:1"]).sessionIdleTimeoutUsec, 30_000_000);
+  equal(options(["h:1"]).idleTimeoutUsec, Infinity);
+  equal(options(["--idle-timeout=5s", "h:1"]).sessionIdleTimeoutUsec, 5_000_000);
+  equal(options(["--idle-timeout=infinity", "h:1"]).sessionIdleTimeoutUsec, Infinity);
 });
 
 Deno.test("parseCommandLine: every kind of target", () => {
@@ -426,7 +442,9 @@ Deno.test("HELP documents every option and the default limit", () => {
       "(default: 256)",
       "(default: infinity)",
       "(default: 30s)",
-      "{HOST:PORT|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}",
+      "{HOST:PORT|HOST:*|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}",
+      "--when-full=refuse|wait",
+      "--connections-per-source=N",
     ]
   ) {
     ok(HELP.includes(text), text);
@@ -456,6 +474,12 @@ Deno.test("property: any argument list gives a command or a UsageError, nothing 
       "--connections-max",
       "--connections-max=",
       "--connections-max=3",
+      "--when-full=wait",
+      "--when-full=queue",
+      "--connections-per-source=2",
+      "--connections-per-source=0",
+      "h:*",
+      "/p:*",
       "--exit-idle-time",
       "--exit-idle-time=1s",
       "--exit-idle-time=x",
@@ -640,4 +664,60 @@ Deno.test("parseCommandLine: --target=NAME=TARGET, with or without a default tar
 Deno.test("parseCommandLine: vsock targets", () => {
   deepEqual(parseCommandLine(["vsock:2:1234"]), run("vsock:2:1234"));
   deepEqual(parseTarget("vsock:2:1234"), { kind: "vsock", cid: 2, port: 1234 });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Admission options and HOST:*
+
+Deno.test("parseCommandLine: --when-full is refuse by default, or wait", () => {
+  deepEqual(parseCommandLine(["h"]), run("h"));
+  deepEqual(parseCommandLine(["--when-full=refuse", "h"]), run("h"));
+  deepEqual(parseCommandLine(["--when-full=wait", "h"]), run("h", { whenFull: "wait" }));
+  deepEqual(parseCommandLine(["--when-full", "wait", "h"]), run("h", { whenFull: "wait" }));
+  usage(["--when-full=queue", "h"], 'Invalid --when-full "queue": expected refuse or wait');
+  usage(["--when-full=", "h"], 'Invalid --when-full "": expected refuse or wait');
+  usage(["--when-full=WAIT", "h"], 'Invalid --when-full "WAIT": expected refuse or wait');
+});
+
+Deno.test("parseCommandLine: --connections-per-source is a whole number from 1", () => {
+  deepEqual(
+    parseCommandLine(["--connections-per-source=2", "h"]),
+    run("h", { connectionsPerSource: 2 }),
+  );
+  deepEqual(
+    parseCommandLine(["--connections-per-source", "1", "-c", "4", "--when-full=wait", "h"]),
+    run("h", { connectionsPerSource: 1, connectionsMax: 4, whenFull: "wait" }),
+  );
+  usage(
+    ["--connections-per-source=0", "h"],
+    "Invalid --connections-per-source: must be at least 1",
+  );
+  usage(
+    ["--connections-per-source=x", "h"],
+    'Invalid --connections-per-source "x": expected a whole number',
+  );
+  usage(
+    ["--connections-per-source=-1", "h"],
+    'Invalid --connections-per-source "-1": expected a whole number',
+  );
+  usage(
+    ["--connections-per-source=2147483648", "h"],
+    'Invalid --connections-per-source "2147483648": too large',
+  );
+  // -c keeps the reference's message.
+  usage(["-c", "0", "h"], "Connection limit is too low.");
+});
+
+Deno.test("parseCommandLine: HOST:* as the target and in --target", () => {
+  const command = parseCommandLine(["10.0.0.2:*", "--target=web=[::1]:*", "--target=db=h:5432"]);
+  equal(command.kind, "run");
+  if (command.kind !== "run") return;
+  deepEqual(command.options.target, { kind: "same-port", host: "10.0.0.2" });
+  deepEqual(command.options.targets.get("web"), { kind: "same-port", host: "::1" });
+  deepEqual(command.options.targets.get("db"), { kind: "tcp", host: "h", port: 5432 });
+  usage(["vsock:1:*"], 'Invalid target "vsock:1:*": ":*" (the listener\'s port) is for TCP only');
+  usage([":*"], 'Invalid target ":*": the host is empty');
+  // A path may end in ":*": it is a Unix socket.
+  const unix = parseCommandLine(["/run/x.sock:*"]);
+  deepEqual(unix.kind === "run" && unix.options.target, { kind: "unix", path: "/run/x.sock:*" });
 });

@@ -1,8 +1,9 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, fail, ok } from "node:assert/strict";
 // fast-check is imported inline: deno.json has no import map for test-only dependencies.
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import {
+  type Clock,
   DeferredWriter,
   type Destination,
   type FdIdentity,
@@ -23,6 +24,7 @@ import {
   setLogWriter,
   StreamWriter,
   Throttle,
+  ThrottledLog,
   writerFor,
 } from "../src/log.ts";
 
@@ -83,6 +85,20 @@ Deno.test("Throttle: independent instances do not share state", () => {
   equal(b.hit(1), 0);
   equal(a.hit(2), null);
   equal(b.hit(3), null);
+});
+
+Deno.test("Throttle: report() reports at once, and starts a new interval", () => {
+  const t = new Throttle(1000);
+  equal(t.hit(0), 0);
+  equal(t.hit(10), null);
+  equal(t.hit(20), null);
+  equal(t.held, 2);
+  equal(t.nextReport, 1000);
+  equal(t.report(500), 2);
+  equal(t.held, 0);
+  equal(t.nextReport, 1500);
+  equal(t.hit(1400), null);
+  equal(t.hit(1500), 1);
 });
 
 Deno.test("property: Throttle reports at most once per interval and loses no hit", () => {
@@ -513,4 +529,140 @@ Deno.test("DeferredWriter: holds a bounded number of lines, and counts the rest"
   await writer.settle();
   equal(target.lines.length, MAX_HELD_LINES + 1);
   equal(target.lines.at(-1), "warning:5 log line(s) dropped: start-up did not keep up.");
+});
+
+// ---------------------------------------------------------------------------------------------
+// ThrottledLog
+
+/** A clock the test moves by hand: timers fire when `advance` passes their time. */
+class ManualClock implements Clock {
+  time = 0;
+  #timers: Array<{ at: number; fn: () => void; live: boolean }> = [];
+
+  now(): number {
+    return this.time;
+  }
+
+  after(ms: number, fn: () => void): () => void {
+    const timer = { at: this.time + ms, fn, live: true };
+    this.#timers.push(timer);
+    return () => timer.live = false;
+  }
+
+  /** Live timers. */
+  get pending(): number {
+    return this.#timers.filter((t) => t.live).length;
+  }
+
+  advance(ms: number): void {
+    this.time += ms;
+    for (const timer of this.#timers.splice(0)) {
+      if (timer.live && timer.at <= this.time) timer.fn();
+      else if (timer.live) this.#timers.push(timer);
+    }
+  }
+}
+
+/** A ThrottledLog on a manual clock, with what it logs collected. */
+function throttled(intervalMs = 1000) {
+  const clock = new ManualClock();
+  const lines: string[] = [];
+  setLogWriter({
+    write: (l, message) => lines.push(`${l}:${message}`),
+    flush: () => Promise.resolve(),
+  });
+  const logger = new ThrottledLog("warning", intervalMs, (held) => `${held} more`, clock);
+  return { clock, lines, logger, [Symbol.dispose]: () => setLogWriter(writerFor("stderr")) };
+}
+
+Deno.test("ThrottledLog: the first hit is written; the rest of the interval is counted in one line when it ends", () => {
+  using t = throttled();
+  equal(t.logger.hit(() => "first"), true);
+  for (let i = 0; i < 5; i++) {
+    t.clock.advance(100);
+    equal(t.logger.hit(() => fail("a held line is never built")), false);
+  }
+  deepEqual(t.lines, ["warning:first"]);
+  equal(t.clock.pending, 1, "one timer for the whole interval");
+  t.clock.advance(499); // 999 ms after the first line.
+  deepEqual(t.lines, ["warning:first"]);
+  t.clock.advance(1);
+  deepEqual(t.lines, ["warning:first", "warning:5 more"]);
+  equal(t.clock.pending, 0);
+});
+
+Deno.test("ThrottledLog: the count line starts an interval of its own", () => {
+  using t = throttled();
+  t.logger.hit(() => "first");
+  t.logger.hit(() => "held");
+  t.clock.advance(1000);
+  deepEqual(t.lines, ["warning:first", "warning:1 more"]);
+  t.clock.advance(10);
+  equal(t.logger.hit(() => "too soon"), false, "within a second of the count line");
+  t.clock.advance(990);
+  deepEqual(t.lines, ["warning:first", "warning:1 more", "warning:1 more"]);
+  t.clock.advance(1000);
+  equal(t.logger.hit(() => "later"), true);
+  deepEqual(t.lines.at(-1), "warning:later");
+});
+
+Deno.test("ThrottledLog: nothing held, no count line and no timer", () => {
+  using t = throttled();
+  t.logger.hit(() => "a");
+  t.clock.advance(5000);
+  t.logger.hit(() => "b");
+  t.logger.flush();
+  deepEqual(t.lines, ["warning:a", "warning:b"]);
+  equal(t.clock.pending, 0);
+});
+
+Deno.test("ThrottledLog: flush writes the count at once, and cancels the timer", () => {
+  using t = throttled();
+  t.logger.hit(() => "a");
+  t.logger.hit(() => "b");
+  t.logger.hit(() => "c");
+  t.logger.flush();
+  deepEqual(t.lines, ["warning:a", "warning:2 more"]);
+  equal(t.clock.pending, 0);
+  t.clock.advance(5000);
+  t.logger.flush();
+  deepEqual(t.lines, ["warning:a", "warning:2 more"], "counted once");
+});
+
+Deno.test("ThrottledLog: a late timer loses nothing: the count comes before the next line", () => {
+  using t = throttled();
+  const late = new ManualClock();
+  const logger = new ThrottledLog("error", 1000, (held) => `${held} more`, {
+    now: () => t.clock.now(),
+    after: (ms, fn) => late.after(ms, fn), // Never advanced: the timer never fires.
+  });
+  logger.hit(() => "a");
+  logger.hit(() => "b");
+  t.clock.advance(2000);
+  equal(logger.hit(() => "c"), true);
+  deepEqual(t.lines, ["error:a", "error:1 more", "error:c"]);
+});
+
+Deno.test("property: ThrottledLog writes at most one line per interval and counts every hit", () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 3000 }), { maxLength: 200 }), (gaps) => {
+      using t = throttled();
+      let written = 0;
+      const at: number[] = [];
+      const before = () => t.lines.length;
+      for (const gap of gaps) {
+        t.clock.advance(gap);
+        const n = before();
+        if (t.logger.hit(() => "line")) written++;
+        for (let i = n; i < t.lines.length; i++) at.push(t.clock.now());
+      }
+      t.clock.advance(10_000);
+      t.logger.flush();
+      const counted = t.lines
+        .map((line) => /^warning:(\d+) more$/.exec(line)?.[1])
+        .reduce((sum, n) => sum + Number(n ?? 0), 0);
+      equal(written + counted, gaps.length);
+      for (let i = 1; i < at.length; i++) ok(at[i] - at[i - 1] >= 1000 || at[i] === at[i - 1]);
+    }),
+  );
 });

@@ -1,8 +1,9 @@
 /**
  * Least privilege. The permission set the proxy is deployed with (`proxy` in deno.json, used by
- * every task that runs it) grants only the network, the service manager's variables and the
- * sd_notify socket; and inside the real, running proxy those flags refuse everything else:
- * reading /etc/shadow, any other file, running programs, native code, the rest of the
+ * every task that runs it) grants only the network, the service manager's variables, the
+ * sd_notify socket and FFI on libc (for datagram sockets, given up before serving); and inside
+ * the real, running proxy those flags refuse everything else: reading /etc/shadow, any other
+ * file, running programs, native code (libc included, once serving), the rest of the
  * environment.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
@@ -19,12 +20,14 @@ const ALLOWED_WRITES = ["/run/systemd/notify", "/run/systemd/journal/socket"];
 
 Deno.test("the deployment permission set grants the network, the service manager's variables and its socket, nothing else", () => {
   const set = config.permissions.proxy;
-  deepEqual(Object.keys(set).sort(), ["env", "net", "write"]);
+  deepEqual(Object.keys(set).sort(), ["env", "ffi", "net", "write"]);
   equal(set.net, true, "network: clients are accepted and targets dialled anywhere");
   ok(Array.isArray(set.env) && set.env.length > 0);
   for (const variable of set.env) match(variable, ALLOWED_VARIABLES);
   deepEqual(set.write, ALLOWED_WRITES);
-  for (const kind of ["read", "run", "ffi", "sys", "import", "all"]) {
+  ok(set.ffi.length > 0, "FFI: libc, for datagram sockets");
+  for (const path of set.ffi) match(path, /^\/lib\/[a-z0-9_]+-linux-gnu\/libc\.so\.6$/);
+  for (const kind of ["read", "run", "sys", "import", "all"]) {
     equal(set[kind], undefined, `no ${kind} permission`);
   }
 });
@@ -39,7 +42,7 @@ Deno.test("every task that runs the proxy uses exactly that permission set", () 
   }
 });
 
-Deno.test("the proxy's source never spawns, opens files (but --config's), loads native code or makes requests", () => {
+Deno.test("the proxy's source never spawns, opens files (but --config's), loads native code but libc or makes requests", () => {
   const forbidden =
     /\bDeno\.(Command|run|open|openSync|create|readFile|readTextFile|writeFile|writeTextFile|dlopen|makeTemp\w*)\b|\bfetch\(|node:(child_process|fs|http|https|worker_threads)/;
   const files = [
@@ -54,11 +57,14 @@ Deno.test("the proxy's source never spawns, opens files (but --config's), loads 
   // The one file read: the configuration file of --config=, which the wrapper grants for
   // reading (and nothing else on the file system).
   const config = "return Deno.readTextFile(path);";
+  // The one use of FFI: libc, with the symbols it names, before FFI is given up.
+  const libc = "return Deno.dlopen(path, symbols);";
   for (const file of files) {
     const source = Deno.readTextFileSync(file)
       .replace(/^\s*(\/\/|\*).*$/gm, "") // No comments.
       .replace(file.endsWith("/src/stdio.ts") ? fstat : "\0", "")
-      .replace(file.endsWith("/src/config.ts") ? config : "\0", "");
+      .replace(file.endsWith("/src/config.ts") ? config : "\0", "")
+      .replace(file.endsWith("/src/libc.ts") ? libc : "\0", "");
     const found = forbidden.exec(source);
     ok(found === null, `${file} uses ${found?.[0]}`);
   }
@@ -80,10 +86,11 @@ Deno.test("inside the running proxy, its deployment flags refuse /etc/shadow, ot
     equal(await conn.read(new Uint8Array(1)), 1, "the proxy serves as usual");
     conn.close();
     await proxy.process.waitForLog(/^probe granted: .*$/m);
+    await proxy.process.waitForLog(/^probe load libc once serving: .*$/m);
     const probes = new Map(
       [...proxy.stderr.matchAll(/^probe ([^:]+): (.*)$/gm)].map((m) => [m[1], m[2]]),
     );
-    ok(probes.size >= 17, [...probes.keys()].join(", "));
+    ok(probes.size >= 18, [...probes.keys()].join(", "));
     for (const [name, outcome] of probes) {
       if (name === "granted") continue;
       equal(outcome, "denied (NotCapable)", `${name} must be refused by a permission check`);

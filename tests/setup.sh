@@ -9,6 +9,11 @@ command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v ss >/dev/null || missing+=(iproute2)
 command -v pgrep >/dev/null || missing+=(procps)
+# The datagram tests: dnsmasq, dig, kdig, and unshare/nsenter for a network namespace.
+[ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+command -v dig >/dev/null || missing+=(bind9-dnsutils)
+command -v kdig >/dev/null || missing+=(knot-dnsutils)
+command -v nsenter >/dev/null || missing+=(util-linux)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "The tests need: ${missing[*]}. Install them (apt-get install ${missing[*]}) or run as root." >&2

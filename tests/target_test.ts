@@ -3,12 +3,14 @@ import { deepEqual, equal, fail, ok, throws } from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
 import {
+  atPort,
   DEFAULT_PORT,
   formatTarget,
   isIPAddress,
   isIPv4,
   isIPv6,
   parseTarget,
+  parseTargetSpec,
   type Target,
 } from "../src/target.ts";
 import { throwsRange } from "./assert.ts";
@@ -501,4 +503,56 @@ Deno.test("property: any string parses to a valid target or throws a RangeError 
     ),
     { numRuns: 3000 },
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// HOST:*
+
+Deno.test("parseTargetSpec: HOST:* and [IPV6]:* take the listener's port", () => {
+  deepEqual(parseTargetSpec("10.0.0.2:*"), { kind: "same-port", host: "10.0.0.2" });
+  deepEqual(parseTargetSpec("backend.example:*"), { kind: "same-port", host: "backend.example" });
+  deepEqual(parseTargetSpec("[2001:db8::1]:*"), { kind: "same-port", host: "2001:db8::1" });
+  deepEqual(parseTargetSpec("::1:*"), { kind: "same-port", host: "::1" });
+});
+
+Deno.test("parseTargetSpec: everything else as parseTarget, errors naming the text as written", () => {
+  for (const text of ["h:80", "h", "/run/x.sock", "/run/x:*", "@name:*", "vsock:2:1", "[::1]:8"]) {
+    deepEqual(parseTargetSpec(text), parseTarget(text), text);
+  }
+  throwsRange(() => parseTargetSpec(":*"), 'Invalid target ":*": the host is empty');
+  throwsRange(
+    () => parseTargetSpec("bad host:*"),
+    'Invalid target "bad host:*": "bad host" is neither an IP address nor a host name',
+  );
+  throwsRange(
+    () => parseTargetSpec("vsock:3:*"),
+    'Invalid target "vsock:3:*": ":*" (the listener\'s port) is for TCP only',
+  );
+  throwsRange(
+    () => parseTargetSpec("h:**"),
+    'Invalid target "h:**": port "**" is not a number from 1 to 65535',
+  );
+});
+
+Deno.test("atPort: HOST:* becomes HOST:PORT; other targets stay as they are", () => {
+  deepEqual(atPort({ kind: "same-port", host: "::1" }, 8443), tcp("::1", 8443));
+  const fixed = tcp("h", 80);
+  equal(atPort(fixed, 9000), fixed);
+  equal(atPort(fixed, null), fixed);
+  const unix: Target = { kind: "unix", path: "/run/s" };
+  equal(atPort(unix, null), unix);
+});
+
+Deno.test("atPort: HOST:* and a listener without a port (a Unix socket) is refused with the reason", () => {
+  const message = "the target 10.0.0.2:* takes the listener's port, and this listener has none " +
+    "(a Unix socket); give it a target with a port (--target=NAME=HOST:PORT)";
+  throwsRange(() => atPort({ kind: "same-port", host: "10.0.0.2" }, null), message);
+  throwsRange(() => atPort({ kind: "same-port", host: "10.0.0.2" }, 0), message);
+});
+
+Deno.test("formatTarget: HOST:* parses back", () => {
+  for (const text of ["10.0.0.2:*", "[2001:db8::1]:*", "h:*"]) {
+    equal(formatTarget(parseTargetSpec(text)), text);
+    deepEqual(parseTargetSpec(formatTarget(parseTargetSpec(text))), parseTargetSpec(text));
+  }
 });

@@ -5,11 +5,12 @@
  */
 import type { Summary, TargetResult } from "./report.ts";
 
-interface Row {
+/** One bar: a ratio oriented so that right of 1× is better for us, and its target. */
+export interface ChartRow {
   label: string;
   value: number;
   target: number | null;
-  series: "ours" | "portable" | "direct";
+  series: "ours" | "portable" | "direct" | "nginx" | "socat";
   note: string;
 }
 
@@ -17,8 +18,8 @@ function escape(text: string): string {
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
 }
 
-function rows(summaries: readonly Summary[], targets: readonly TargetResult[]): Row[] {
-  const out: Row[] = [];
+function rows(summaries: readonly Summary[], targets: readonly TargetResult[]): ChartRow[] {
+  const out: ChartRow[] = [];
   for (const s of summaries) {
     if (!s.metric.chart) continue;
     const orient = (r: number) => (s.metric.better === "higher" ? r : 1 / r);
@@ -69,23 +70,30 @@ function rows(summaries: readonly Summary[], targets: readonly TargetResult[]): 
   return out;
 }
 
-/** Renders the chart; `subtitle` names the machine and run. */
+/** Renders the chart; `subtitle` names the machine and run; `extra` rows go last (UDP). */
 export function chart(
   summaries: readonly Summary[],
   targets: readonly TargetResult[],
   subtitle: string,
+  extra: readonly ChartRow[] = [],
 ): string {
-  const data = rows(summaries, targets);
+  const data = [...rows(summaries, targets), ...extra];
   const values = data.flatMap((r) => [r.value, r.target ?? 1]).filter((v) => v > 0);
   const lo = 10 ** Math.floor(Math.log10(Math.min(0.5, ...values)));
   const hi = 10 ** Math.ceil(Math.log10(Math.max(2, ...values)));
   const labelW = 330, plotW = 430, valueW = 260, rowH = 24, top = 70, pad = 10;
   const width = labelW + plotW + valueW;
-  const height = top + data.length * rowH + 50;
+  const height = top + data.length * rowH + (extra.length > 0 ? 72 : 50);
   const x = (v: number) =>
     labelW + ((Math.log10(Math.min(hi, Math.max(lo, v))) - Math.log10(lo)) /
         (Math.log10(hi) - Math.log10(lo))) * plotW;
-  const colour = { ours: "#2b7bb9", portable: "#8fb8de", direct: "#7a7a7a" };
+  const colour = {
+    ours: "#2b7bb9",
+    portable: "#8fb8de",
+    direct: "#7a7a7a",
+    nginx: "#e08214",
+    socat: "#8073ac",
+  };
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
@@ -140,7 +148,15 @@ export function chart(
       `stroke="#1a9641" stroke-width="3"/>`,
     `<text x="${pad + 488}" y="${ly}">target (green met, red missed); lower-is-better ` +
       `metrics shown as reference / ours</text>`,
-    `</svg>`,
   );
+  if (extra.length > 0) {
+    out.push(
+      `<rect x="${pad}" y="${ly + 12}" width="12" height="12" fill="${colour.nginx}"/>`,
+      `<text x="${pad + 18}" y="${ly + 22}">UDP: ours / nginx</text>`,
+      `<rect x="${pad + 150}" y="${ly + 12}" width="12" height="12" fill="${colour.socat}"/>`,
+      `<text x="${pad + 168}" y="${ly + 22}">UDP: ours / socat</text>`,
+    );
+  }
+  out.push(`</svg>`);
   return out.join("\n") + "\n";
 }

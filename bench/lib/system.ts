@@ -8,6 +8,17 @@ import { run } from "./proc.ts";
 export interface Tool {
   readonly bin: string;
   readonly pkg: string;
+  /** `bin` is an absolute path to a file that must exist, not a program (an nginx module). */
+  readonly file?: boolean;
+}
+
+async function present(t: Tool): Promise<boolean> {
+  if (!t.file) return await have(t.bin);
+  try {
+    return (await Deno.stat(t.bin)).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `bin` is on PATH (or is an executable path). */
@@ -40,7 +51,7 @@ export function isRoot(): boolean {
  */
 export async function ensureTools(tools: readonly Tool[], install: boolean): Promise<Tool[]> {
   const missing: Tool[] = [];
-  for (const t of tools) if (!(await have(t.bin))) missing.push(t);
+  for (const t of tools) if (!(await present(t))) missing.push(t);
   if (missing.length === 0 || !install || !isRoot()) return missing;
   const pkgs = [...new Set(missing.map((t) => t.pkg))];
   console.error(`Installing ${pkgs.join(" ")} with apt-get...`);
@@ -57,7 +68,7 @@ export async function ensureTools(tools: readonly Tool[], install: boolean): Pro
   );
   if (inst.code !== 0) console.error(`apt-get install failed:\n${inst.stderr.slice(-1000)}`);
   const still: Tool[] = [];
-  for (const t of missing) if (!(await have(t.bin))) still.push(t);
+  for (const t of missing) if (!(await present(t))) still.push(t);
   return still;
 }
 

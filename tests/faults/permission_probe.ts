@@ -36,6 +36,10 @@ await attempt(
 await attempt("run a program", () => new Deno.Command("true").outputSync());
 await attempt("send a signal", () => Deno.kill(2147483646, "SIGCONT"));
 await attempt("load a native library", () => Deno.dlopen("libc.so.6", {}));
+await attempt(
+  "load another native library",
+  () => Deno.dlopen("/lib/x86_64-linux-gnu/libm.so.6", {}),
+);
 await attempt("read HOME", () => Deno.env.get("HOME"));
 await attempt("read PATH", () => Deno.env.get("PATH"));
 await attempt("read the whole environment", () => Deno.env.toObject());
@@ -53,3 +57,16 @@ report(
     return `${what}=${Deno.permissions.querySync(descriptor).state}`;
   }).join(" "),
 );
+
+// FFI on libc is granted for datagram sockets, and given up before serving: right after, libc
+// cannot be opened either. (Deno runs the proxy only once this module and its timers are done,
+// so the attempt follows the proxy's own call.)
+const LIBC = "/lib/x86_64-linux-gnu/libc.so.6";
+const revoke = Deno.permissions.revoke.bind(Deno.permissions);
+Deno.permissions.revoke = async (descriptor: Deno.PermissionDescriptor) => {
+  const status = await revoke(descriptor);
+  if (descriptor.name === "ffi") {
+    await attempt("load libc once serving", () => Deno.dlopen(LIBC, {}));
+  }
+  return status;
+};

@@ -21,6 +21,7 @@ export const DEPLOYMENT_FLAGS: string[] = [
   "--allow-net",
   `--allow-env=${permissions.env.join(",")}`,
   `--allow-write=${permissions.write.join(",")}`,
+  `--allow-ffi=${permissions.ffi.join(",")}`,
 ];
 
 /**
@@ -142,6 +143,8 @@ export interface ProxyStart {
   activateFlags?: string[];
   /** A command that `exec`s its arguments, run between the activator and the proxy. */
   wrapper?: string[];
+  /** Instead of {@link DENO_RUN}: the Deno command line before the script. */
+  denoRun?: string[];
 }
 
 /**
@@ -156,7 +159,7 @@ export async function startProxy(start: ProxyStart): Promise<Process> {
     ...(start.fdnames ? [`--fdname=${start.fdnames.join(":")}`] : []),
     "--",
     ...start.wrapper ?? [],
-    ...DENO_RUN,
+    ...start.denoRun ?? DENO_RUN,
     ...start.denoFlags ?? [],
     MAIN,
     ...start.args,

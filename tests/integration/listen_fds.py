@@ -2,12 +2,14 @@
 """Starts a program with hand-made socket-activation variables, for the cases that
 systemd-socket-activate cannot produce (a wrong LISTEN_PID, mismatched names, a file as fd 3).
 
-usage: listen_fds.py [--tcp=PORT] [--file=PATH] [--env=NAME=VALUE] [--unset=NAME] [--pid=self|parent|VALUE]
-                    [--hold] -- PROGRAM ARGS...
+usage: listen_fds.py [--tcp=PORT] [--udp=PORT] [--file=PATH] [--env=NAME=VALUE] [--unset=NAME]
+                    [--pid=self|parent|VALUE] [--hold] -- PROGRAM ARGS...
 
---tcp and --file put a listening TCP socket on 127.0.0.1:PORT or an open file at fd 3.
-LISTEN_PID is our own pid (exec keeps it) unless --pid says otherwise; LISTEN_FDS is 1 unless
---env or --unset change it.
+--tcp, --udp and --file put a listening TCP socket on 127.0.0.1:PORT, a UDP socket bound there
+or an open file at fd 3; each further one of them goes to the next fd (4, 5, ...), as a
+.socket unit with several Listen lines passes them (LISTEN_FDNAMES can be set with --env).
+LISTEN_PID is our own pid (exec keeps it) unless --pid says otherwise; LISTEN_FDS is the number
+of fds put in place (at least 1) unless --env or --unset change it.
 
 --hold keeps a copy of fd 3 the way a service manager does: the program runs in a child (its
 pid printed as "pid N"), and once it has exited we accept one queued client from the same
@@ -19,18 +21,23 @@ import socket
 import sys
 
 
-def put_at_3(fd):
-    """Makes fd 3 an inheritable copy of fd (which may already be 3)."""
-    if fd != 3:
-        os.dup2(fd, 3)
-    os.set_inheritable(3, True)
+placed = []
+
+
+def put_next(fd):
+    """Makes the next fd from 3 on an inheritable copy of fd (which may already be that one)."""
+    at = 3 + len(placed)
+    if fd != at:
+        os.dup2(fd, at)
+    os.set_inheritable(at, True)
+    placed.append(at)
 
 
 args = sys.argv[1:]
 split = args.index("--")
 options, program = args[:split], args[split + 1:]
 env = dict(os.environ)
-env["LISTEN_FDS"] = "1"
+count_set = False
 pid = str(os.getpid())
 hold = False
 for option in options:
@@ -40,21 +47,30 @@ for option in options:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", int(value)))
         sock.listen(16)
-        put_at_3(sock.fileno())
+        put_next(sock.detach())
         print(f"listening on 127.0.0.1:{value}", file=sys.stderr, flush=True)
+    elif name == "--udp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", int(value)))
+        put_next(sock.detach())
+        print(f"bound to 127.0.0.1:{value}/udp", file=sys.stderr, flush=True)
     elif name == "--file":
-        put_at_3(os.open(value, os.O_RDONLY))
+        put_next(os.open(value, os.O_RDONLY))
     elif name == "--pid":
         pid = {"self": pid, "parent": str(os.getppid())}.get(value, value)
     elif name == "--env":
         key, _, val = value.partition("=")
         env[key] = val
+        count_set = count_set or key == "LISTEN_FDS"
     elif name == "--hold":
         hold = True
     elif name == "--unset":
         env.pop(value, None)
+        count_set = count_set or value == "LISTEN_FDS"
     else:
         sys.exit(f"unknown option {option}")
+if not count_set:
+    env["LISTEN_FDS"] = str(max(1, len(placed)))
 if hold:
     child = os.fork()
     if child == 0:

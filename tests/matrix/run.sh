@@ -9,8 +9,9 @@
 #     message that names the floor and VERSION, before it serves anything;
 #   - at or above it: the integration tests of forwarding and half-close (fast and portable
 #     paths), adoption and activation edges, inetd style, running from a URL, the runtime checks
-#     (private APIs missing, a Deno that adopts without serving) and recovery from running out
-#     of file descriptors, with the program run by VERSION (SOCKET_PROXYD_TEST_DENO).
+#     (private APIs missing, a Deno that adopts without serving), recovery from running out
+#     of file descriptors and datagram sockets (libc through FFI, FFI given up before serving),
+#     with the program run by VERSION (SOCKET_PROXYD_TEST_DENO).
 # Prints one summary line per version and exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,6 +25,7 @@ tests=(
   tests/integration/url_test.ts
   tests/integration/runtime_test.ts
   tests/faults/fds_test.ts
+  tests/integration/datagram_test.ts
 )
 floor=$(sed -n 's/^export const DENO_FLOOR = "\(.*\)";$/\1/p' src/runtime.ts)
 [ -n "$floor" ] || { echo "no DENO_FLOOR in src/runtime.ts" >&2; exit 2; }
@@ -32,7 +34,7 @@ below() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head 
 deno task bundle
 flags=$(deno eval '
   const p = JSON.parse(Deno.readTextFileSync("deno.json")).permissions.proxy;
-  console.log(`--no-prompt --unstable-net --allow-net --allow-env=${p.env} --allow-write=${p.write}`);
+  console.log(`--no-prompt --unstable-net --allow-net --allow-env=${p.env} --allow-write=${p.write} --allow-ffi=${p.ffi}`);
 ')
 
 summary=()

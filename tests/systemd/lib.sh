@@ -13,7 +13,7 @@
 # scratch+=(DIR) for host directories to remove at the end.
 
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,nginx-light,curl,man-db
+PACKAGES=systemd,systemd-sysv,dbus,nginx-light,curl,man-db,dnsmasq-base,bind9-dnsutils
 CACHE=${SOCKET_PROXYD_TEST_CACHE:-/var/cache/socket-proxyd-test-rootfs}
 ROOTFS=$CACHE/$SUITE
 STAMP="suite=$SUITE packages=$PACKAGES layout=1"

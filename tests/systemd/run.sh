@@ -16,7 +16,12 @@
 #   templates  the package's template units with every instance form (PORT, IPv4:PORT,
 #              [IPv6]:PORT, a Unix path) and its conf; a missing or bad conf, and the recovery
 #              (templates.sh)
+#   limits     systemd's own test of systemd-socket-proxyd (TEST-74-AUX-UTILS.socket-proxyd.sh),
+#              re-written and run against the package with only ExecStart= changed; a burst of
+#              200 clients against -c 4 --when-full=wait (limits.sh)
 #   source     the from-source install of systemd/README.md, once (source.sh)
+#   dns        the DNS example: port 53, UDP and TCP, through one proxy to dnsmasq in its private
+#              network namespace; the first query, restarts under queries (dns.sh)
 # Prints one line per check that passes; exits non-zero with a message (and the container's
 # state and journal) at the first that fails.
 #
@@ -35,7 +40,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/systemd/lib.sh
 source "$here/lib.sh"
 
-all=(scenarios package startup shapes templates source)
+all=(scenarios package startup shapes templates limits source dns)
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=("${all[@]}")
 # Every part defines part_NAME; later parts use the checks of earlier ones.

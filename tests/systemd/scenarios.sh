@@ -145,9 +145,10 @@ check_activation() {
     "wrapper exec'd), status \"$status\""
 }
 
+# check_lockdown NAME [SERVICE]: the running proxy of SERVICE (proxy-to-nginx.service) is locked down.
 check_lockdown() {
-  local name=$1 pid st uid
-  pid=$(prop MainPID proxy-to-nginx.service)
+  local name=$1 service=${2:-proxy-to-nginx.service} pid st uid
+  pid=$(prop MainPID "$service")
   st=$(ct cat "/proc/$pid/status")
   uid=$(awk '/^Uid:/ { print $2 }' <<<"$st")
   [ "$uid" -ge 61184 ] && [ "$uid" -le 65519 ] || die "$name: not a dynamic user: uid $uid"

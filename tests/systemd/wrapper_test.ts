@@ -6,13 +6,18 @@
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../../src/cli.ts";
+import { LIBC_CANDIDATES } from "../../src/libc.ts";
 
 const root = new URL("../../", import.meta.url);
 const ROOT = root.pathname;
 const WRAPPER = `${ROOT}systemd/socket-proxyd`;
 const wrapper = Deno.readTextFileSync(WRAPPER);
 const config = JSON.parse(Deno.readTextFileSync(new URL("deno.json", root)));
-const SCENARIOS = ["unix-path", "namespace"];
+const SERVICES = [
+  "unix-path/proxy-to-nginx.service",
+  "namespace/proxy-to-nginx.service",
+  "dns/proxy-to-dnsmasq.service",
+];
 
 function flag(name: string): string[] {
   return wrapper.match(new RegExp(`--${name}=(\\S+)`))?.[1].split(",") ?? [];
@@ -28,8 +33,17 @@ Deno.test("the wrapper grants exactly the deno.json permission set", () => {
   equal(flag("allow-read").join(","), '"$read_paths"}');
   ok(set.net === true && /--allow-net \\/.test(exec), "network");
   for (const unstable of config.unstable) ok(exec.includes(`--unstable-${unstable}`), unstable);
-  ok(!/--allow-(run|ffi|sys|all|import)|-A\b|-P\b/.test(exec), "nothing more");
+  ok(!/--allow-(run|sys|all|import)|-A\b|-P\b/.test(exec), "nothing more");
+  equal(flag("allow-ffi").join(","), "$libc", "FFI: one file, libc");
+  ok(exec.includes('${ffi:+"$ffi"}'), "FFI granted only where libc was found");
   equal((exec.match(/--allow-write/g) ?? []).length, 1, "one --allow-write: a second replaces it");
+});
+
+Deno.test("the wrapper grants libc where the program looks for it, deno.json's paths first", () => {
+  const list = /for libc in ([^;]+);/.exec(wrapper.replaceAll("\\\n", " "))![1].trim().split(/\s+/);
+  ok(list.length >= 4);
+  for (const path of list) ok(LIBC_CANDIDATES.includes(path), path);
+  deepEqual(list.slice(0, 2), config.permissions.proxy.ffi);
 });
 
 async function runWrapper(args: string[], env: Record<string, string> = {}) {
@@ -187,10 +201,10 @@ Deno.test("the wrapper refuses a path that Deno's flags cannot express", async (
 });
 
 Deno.test("the example services run the wrapper's install path, Type=notify, with no cache", () => {
-  for (const scenario of SCENARIOS) {
-    const unit = Deno.readTextFileSync(new URL(`systemd/${scenario}/proxy-to-nginx.service`, root));
+  for (const service of SERVICES) {
+    const unit = Deno.readTextFileSync(new URL(`systemd/${service}`, root));
     const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? "";
-    ok(execStart.startsWith("/usr/local/bin/socket-proxyd "), scenario);
+    ok(execStart.startsWith("/usr/local/bin/socket-proxyd "), service);
     for (const option of execStart.matchAll(/--[a-z-]+/g)) ok(HELP.includes(option[0]), option[0]);
     match(unit, /^Type=notify$/m);
     ok(!/^(CacheDirectory|Environment)=/m.test(unit), "the wrapper needs neither");

@@ -1,0 +1,135 @@
+/**
+ * Readiness of the datagram sockets: one epoll set for all of them, waited on by a worker
+ * thread (libc's `epoll_wait` as a non-blocking FFI call) while the event loop goes on. While
+ * events keep coming, the set is looked at again without waiting, on the main thread, which
+ * saves the thread hop per batch under load. An idle proxy has one wait pending and nothing else:
+ * no timer, no wake-up.
+ * @module
+ */
+import type { Libc } from "./libc.ts";
+
+/** epoll event bits. */
+export const EPOLLIN = 0x001;
+/** An error is pending on the socket (an ICMP error on a connected UDP socket, say). */
+export const EPOLLERR = 0x008;
+
+const EPOLL_CLOEXEC = 0x80000;
+const EFD_CLOEXEC = 0x80000;
+const EFD_NONBLOCK = 0x800;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+
+/** Events taken per wait. */
+const BATCH = 256;
+
+/** Waits without waiting, at most this many times in a row, before the event loop gets a turn. */
+const SPINS = 8;
+
+/** `struct epoll_event` is packed on x86_64 (12 bytes), naturally aligned elsewhere (16). */
+const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
+const DATA_OFFSET = Deno.build.arch === "x86_64" ? 4 : 8;
+
+/** Called with the epoll event bits when a registered socket is ready. */
+export type ReadyHandler = (events: number) => void;
+
+/** An epoll set and its wait loop. */
+export class Poller {
+  readonly #libc: Libc;
+  readonly #epfd: number;
+  readonly #handlers = new Map<number, ReadyHandler>();
+  readonly #events = new Uint8Array(BATCH * EVENT_SIZE);
+  readonly #view = new DataView(this.#events.buffer);
+  readonly #one = new Uint8Array(EVENT_SIZE);
+  readonly #oneView = new DataView(this.#one.buffer);
+  /** An eventfd in the set, written to end a pending wait (token 0). */
+  readonly #wake: number;
+  #nextToken = 1;
+  #running = false;
+  #closed = false;
+  #stopped: Promise<void> = Promise.resolve();
+
+  /**
+   * @param afterEvents called once the events taken by one wait have been handled.
+   * @throws {Error} when the kernel gives no epoll instance.
+   */
+  constructor(libc: Libc, private readonly afterEvents: () => void = () => {}) {
+    this.#libc = libc;
+    this.#epfd = libc.call.epoll_create1(EPOLL_CLOEXEC);
+    if (this.#epfd < 0) throw new Error(`epoll_create1 failed (errno ${libc.errno()})`);
+    this.#wake = libc.call.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (this.#wake < 0 || this.#control(EPOLL_CTL_ADD, this.#wake, EPOLLIN, 0) < 0) {
+      const errno = libc.errno();
+      libc.call.close(this.#epfd);
+      throw new Error(`eventfd failed (errno ${errno})`);
+    }
+  }
+
+  #control(op: number, fd: number, events: number, token: number): number {
+    this.#oneView.setUint32(0, events, true);
+    this.#oneView.setUint32(DATA_OFFSET, token, true);
+    this.#oneView.setUint32(DATA_OFFSET + 4, 0, true);
+    return this.#libc.call.epoll_ctl(this.#epfd, op, fd, this.#one);
+  }
+
+  /**
+   * Watches `fd` for `events` (level-triggered) and calls `handler` while it is ready.
+   * @returns a token for {@link remove}, or null when epoll refused (errno says why).
+   */
+  add(fd: number, events: number, handler: ReadyHandler): number | null {
+    const token = this.#nextToken++;
+    if (this.#control(EPOLL_CTL_ADD, fd, events, token) < 0) return null;
+    this.#handlers.set(token, handler);
+    if (!this.#running) this.#run();
+    return token;
+  }
+
+  /** Stops watching `fd` (call before closing it); events already taken for it are dropped. */
+  remove(fd: number, token: number): void {
+    this.#handlers.delete(token);
+    this.#control(EPOLL_CTL_DEL, fd, 0, 0);
+  }
+
+  /** Sockets watched. */
+  get size(): number {
+    return this.#handlers.size;
+  }
+
+  /** Ends the wait and the loop, and closes the epoll set (not the sockets in it). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const one = new Uint8Array(8);
+    one[0] = 1;
+    this.#libc.call.write(this.#wake, one, 8n);
+    await this.#stopped;
+    this.#libc.call.close(this.#wake);
+    this.#libc.call.close(this.#epfd);
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    const stopped = Promise.withResolvers<void>();
+    this.#stopped = stopped.promise;
+    const call = this.#libc.call;
+    while (!this.#closed && this.#handlers.size > 0) {
+      let count = await call.epoll_wait(this.#epfd, this.#events, BATCH, -1);
+      for (let spin = 0; count > 0; spin++) {
+        this.#dispatch(count);
+        if (spin === SPINS || this.#closed) break;
+        count = call.epoll_poll(this.#epfd, this.#events, BATCH, 0);
+      }
+      // count < 0: EINTR (a signal reached the worker thread); wait again.
+    }
+    this.#running = false;
+    stopped.resolve();
+  }
+
+  #dispatch(count: number): void {
+    for (let i = 0; i < count; i++) {
+      const at = i * EVENT_SIZE;
+      const token = this.#view.getUint32(at + DATA_OFFSET, true);
+      this.#handlers.get(token)?.(this.#view.getUint32(at, true));
+    }
+    this.afterEvents();
+  }
+}

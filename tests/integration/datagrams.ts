@@ -1,0 +1,270 @@
+/**
+ * Datagram ends for the integration tests: UDP sockets of the test's own (Deno's), the Python
+ * helper `dgram.py` for what Deno cannot do, a real DNS server (dnsmasq), and the proxy's
+ * stop line and resources.
+ * @module
+ */
+import { Process, ROOT } from "./harness.ts";
+
+/** The Python helper (Unix clients without an address, big datagrams, network namespaces). */
+export const DGRAM_PY = `${ROOT}tests/integration/dgram.py`;
+
+/** A datagram and where it came from. */
+export type Received = [Uint8Array, Deno.NetAddr];
+
+/**
+ * A UDP socket of the test's own. What arrives is queued for {@link next}, or, with `onDatagram`,
+ * handed to it (an echo backend answers from there).
+ */
+export class UdpEnd {
+  readonly socket: Deno.DatagramConn;
+  /** Datagrams received so far. */
+  received = 0;
+  readonly #queue: Received[] = [];
+  #waiters: Array<() => void> = [];
+  readonly #loop: Promise<void>;
+
+  constructor(
+    hostname = "127.0.0.1",
+    port = 0,
+    onDatagram?: (data: Uint8Array, from: Deno.NetAddr, end: UdpEnd) => void,
+  ) {
+    const socket = Deno.listenDatagram({ transport: "udp", hostname, port });
+    this.socket = socket;
+    this.#loop = (async () => {
+      try {
+        for (;;) {
+          const [data, from] = await socket.receive(new Uint8Array(65_536));
+          this.received++;
+          if (onDatagram) onDatagram(data, from as Deno.NetAddr, this);
+          else this.#queue.push([data, from as Deno.NetAddr]);
+          for (const wake of this.#waiters.splice(0)) wake();
+        }
+      } catch {
+        // Closed.
+      }
+    })();
+  }
+
+  /** The port it is bound to. */
+  get port(): number {
+    return (this.socket.addr as Deno.NetAddr).port;
+  }
+
+  /** Sends one datagram. */
+  async send(data: Uint8Array, hostname: string, port: number): Promise<void> {
+    await this.socket.send(data as Uint8Array<ArrayBuffer>, { transport: "udp", hostname, port });
+  }
+
+  /** The next datagram received; rejects after `timeoutMs` without one. */
+  async next(timeoutMs = 10_000): Promise<Received> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#queue.length === 0) {
+      if (Date.now() > deadline) throw new Error(`no datagram within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+    return this.#queue.shift()!;
+  }
+
+  /** Resolves once `count` datagrams in all have been received. */
+  async waitForReceived(count: number, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.received < count) {
+      if (Date.now() > deadline) throw new Error(`${this.received} of ${count} datagrams`);
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+
+  /** Sends `data` to hostname:port and returns the reply. */
+  async ask(
+    data: Uint8Array,
+    hostname: string,
+    port: number,
+    timeoutMs?: number,
+  ): Promise<Received> {
+    await this.send(data, hostname, port);
+    return await this.next(timeoutMs);
+  }
+
+  /** Closes the socket. */
+  async close(): Promise<void> {
+    this.socket.close();
+    await this.#loop;
+  }
+}
+
+/** A UDP echo backend: every datagram goes back to its sender. */
+export function udpEcho(hostname = "127.0.0.1", port = 0): UdpEnd {
+  return new UdpEnd(hostname, port, (data, from, end) => {
+    end.send(data, from.hostname, from.port).catch(() => {});
+  });
+}
+
+/** Returns a UDP port that was free a moment ago. */
+export function freeUdpPort(hostname = "127.0.0.1"): number {
+  const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+  const { port } = socket.addr as Deno.NetAddr;
+  socket.close();
+  return port;
+}
+
+/** Returns a port that was free a moment ago for both TCP and UDP on `hostname`. */
+export function freeTcpUdpPort(hostname = "127.0.0.1"): number {
+  for (;;) {
+    const listener = Deno.listen({ hostname, port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    try {
+      Deno.listenDatagram({ transport: "udp", hostname, port }).close();
+      return port;
+    } catch {
+      // Taken for UDP: another.
+    } finally {
+      listener.close();
+    }
+  }
+}
+
+/** Runs `dgram.py echo ADDRESS` until stopped; resolves once it is bound. */
+export async function pythonEcho(address: string, prefix: string[] = []): Promise<Process> {
+  const [command, ...args] = [...prefix, "python3", DGRAM_PY, "echo", address];
+  const process = new Process(command, args);
+  await process.waitForLog(/^ready$/m);
+  return process;
+}
+
+/** One reply as `dgram.py ask` reports it. */
+export interface Asked {
+  size?: number;
+  intact?: boolean;
+  from?: string;
+  sent?: number;
+  timeout?: boolean;
+}
+
+/** Runs `dgram.py ask ADDRESS OPTIONS...` and returns its reports, one per datagram. */
+export async function pythonAsk(
+  address: string,
+  options: string[] = [],
+  prefix: string[] = [],
+): Promise<Asked[]> {
+  const [command, ...args] = [...prefix, "python3", DGRAM_PY, "ask", address, ...options];
+  const output = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" })
+    .output();
+  const lines = new TextDecoder().decode(output.stdout).split("\n").filter(Boolean);
+  if (lines.length === 0) {
+    throw new Error(`dgram.py ask printed nothing: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return lines.map((line) => JSON.parse(line));
+}
+
+/** The counts in the proxy's stop line. */
+export interface StopCounts {
+  connections: number;
+  sessionsOpen: number;
+  sessions: number;
+  forwarded: number;
+  returned: number;
+  dropped: number;
+  /** Why sessions were refused ("4 over --connections-max"), or "". */
+  refusedBecause: string;
+}
+
+const STOP_LINE = new RegExp(
+  "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:; \\d+ refused \\([^)]*\\))?; " +
+    "(\\d+) session\\(s\\) open, (\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, " +
+    "(\\d+) dropped(?: \\(([^)]*)\\))?, none cut off\\.",
+);
+
+/** Sends SIGTERM, waits for the exit (0) and returns the stop line's counts. */
+export async function stopProxy(proxy: Process): Promise<StopCounts> {
+  proxy.child.kill("SIGTERM");
+  const { code, stderr } = await proxy.exit();
+  const match = STOP_LINE.exec(stderr);
+  if (code !== 0 || match === null) {
+    throw new Error(`exit ${code}, no stop line with datagram counts:\n${stderr}`);
+  }
+  const [connections, sessionsOpen, sessions, forwarded, returned, dropped] = match.slice(1, 7)
+    .map(Number);
+  const refusedBecause = match[7] ?? "";
+  return { connections, sessionsOpen, sessions, forwarded, returned, dropped, refusedBecause };
+}
+
+/** How many file descriptors the process has open. */
+export function fdCount(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+/** The process's resident set size, in KiB. */
+export function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
+}
+
+/** The TXT strings dnsmasq serves for big.test: 15 records of 250 bytes, an answer of ~4 KB. */
+export const BIG_TXT: readonly string[] = Array.from(
+  { length: 15 },
+  (_, i) => String.fromCharCode(97 + i).repeat(250),
+);
+
+/** A real DNS server on 127.0.0.1:port (UDP and TCP): a.test is 192.0.2.1; big.test has TXT. */
+export class Dnsmasq {
+  readonly #process: Process;
+  readonly #dir: string;
+
+  private constructor(process: Process, dir: string, readonly port: number) {
+    this.#process = process;
+    this.#dir = dir;
+  }
+
+  /**
+   * Starts it with a configuration of its own (and a pid file of its own), in the foreground;
+   * `prefix` runs it through another command (`nsenter`, say).
+   */
+  static async start(port: number, prefix: string[] = []): Promise<Dnsmasq> {
+    const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-dnsmasq-" });
+    Deno.writeTextFileSync(
+      `${dir}/dnsmasq.conf`,
+      [
+        `port=${port}`,
+        "listen-address=127.0.0.1",
+        "bind-interfaces",
+        "no-resolv",
+        "no-hosts",
+        `pid-file=${dir}/dnsmasq.pid`,
+        "edns-packet-max=4096",
+        "address=/a.test/192.0.2.1",
+        ...BIG_TXT.map((text) => `txt-record=big.test,"${text}"`),
+        "",
+      ].join("\n"),
+    );
+    const [command, ...args] = [
+      ...prefix,
+      "/usr/sbin/dnsmasq",
+      `--conf-file=${dir}/dnsmasq.conf`,
+      "--no-daemon",
+    ];
+    const process = new Process(command, args);
+    await process.waitForLog(/started, version/);
+    return new Dnsmasq(process, dir, port);
+  }
+
+  /** Stops it (by its pid) and removes its directory. */
+  async stop(): Promise<void> {
+    await this.#process.stop();
+    Deno.removeSync(this.#dir, { recursive: true });
+  }
+}
+
+/** Runs a DNS client (`dig` or `kdig`) and returns what it printed. */
+export async function dnsQuery(command: string, args: string[]): Promise<string> {
+  const output = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" })
+    .output();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  if (!output.success) throw new Error(`${command} ${args.join(" ")} failed:\n${text}`);
+  return text;
+}

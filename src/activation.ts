@@ -26,12 +26,20 @@ export const CONNECTION_NAME = "connection";
 /** The protocol's variables as found in the environment. */
 export type ListenEnv = Partial<Record<(typeof LISTEN_VARIABLES)[number], string>>;
 
+/** The name of every socket when LISTEN_FDNAMES is unset or unusable, as sd_listen_fds(3) says. */
+export const UNKNOWN_NAME = "unknown";
+
 /** One socket passed in by the service manager. */
 export interface PassedSocket {
   /** The file descriptor number, from 3 up. */
   readonly fd: number;
   /** Its name from LISTEN_FDNAMES (`FileDescriptorName=`), or "unknown". */
   readonly name: string;
+  /**
+   * Set when LISTEN_FDNAMES is there but does not give one name per socket: why its names were
+   * not used (the sockets are then all "unknown", and cannot be told apart by name).
+   */
+  readonly namesIgnored?: string;
 }
 
 /** The activation environment is present but malformed. */
@@ -47,10 +55,15 @@ function parseDecimal(variable: string, value: string): number {
 }
 
 /**
- * Interprets the LISTEN_* variables for the process `pid`, as sd_listen_fds_with_names() does.
+ * Interprets the LISTEN_* variables for the process `pid`, as sd_listen_fds_with_names() does,
+ * but for names: where it fails (-EINVAL) because LISTEN_FDNAMES does not split at ':' into one
+ * name per socket, the sockets are still served, as sd_listen_fds() (systemd-socket-proxyd)
+ * serves them, named "unknown" and marked with `namesIgnored`. systemd refuses ':' in
+ * `FileDescriptorName=`, but the default name is the socket unit's name, which may hold ':'
+ * (`socket-proxyd@127.0.0.1:8080.socket`).
  *
  * @returns the passed sockets in order; none when LISTEN_PID is unset or names another process.
- * @throws {ActivationError} when the variables are present for us but malformed.
+ * @throws {ActivationError} when LISTEN_PID or LISTEN_FDS is present for us but malformed.
  */
 export function parseListenEnv(env: ListenEnv, pid: number): PassedSocket[] {
   if (env.LISTEN_PID === undefined) return [];
@@ -60,15 +73,20 @@ export function parseListenEnv(env: ListenEnv, pid: number): PassedSocket[] {
   if (count < 1 || count > MAX_LISTEN_FDS) {
     throw new ActivationError(`LISTEN_FDS=${env.LISTEN_FDS} is out of range 1..${MAX_LISTEN_FDS}`);
   }
-  const names = env.LISTEN_FDNAMES === undefined
-    ? Array<string>(count).fill("unknown")
-    : env.LISTEN_FDNAMES.split(":");
-  if (names.length !== count) {
-    throw new ActivationError(
-      `LISTEN_FDNAMES has ${names.length} name(s) but LISTEN_FDS=${count}`,
-    );
+  const names = env.LISTEN_FDNAMES?.split(":");
+  if (names === undefined || names.length === count) {
+    return Array.from({ length: count }, (_, i) => ({
+      fd: LISTEN_FDS_START + i,
+      name: names?.[i] ?? UNKNOWN_NAME,
+    }));
   }
-  return names.map((name, i) => ({ fd: LISTEN_FDS_START + i, name }));
+  const namesIgnored = `LISTEN_FDNAMES=${JSON.stringify(env.LISTEN_FDNAMES)} splits at ':' ` +
+    `into ${names.length} names for ${count} socket(s)`;
+  return Array.from({ length: count }, (_, i) => ({
+    fd: LISTEN_FDS_START + i,
+    name: UNKNOWN_NAME,
+    namesIgnored,
+  }));
 }
 
 /**

@@ -8,6 +8,7 @@ import type { Socket } from "node:net";
 import { adopt, AdoptionError, type Listener, selfTest } from "./adopt.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "./cli.ts";
 import { connClient, type DataPath, socketClient } from "./client.ts";
+import { ConfigError, expandConfig } from "./config.ts";
 import { formatListenAddress } from "./address.ts";
 import { listenOn } from "./listen.ts";
 import {
@@ -23,6 +24,7 @@ import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "./proxy.ts";
 import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
+import { StopSignals } from "./signals.ts";
 import type { Relay } from "./relay.ts";
 import { sortSockets } from "./sockets.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
@@ -83,8 +85,12 @@ export async function run(args: readonly string[]): Promise<number> {
 async function runCommand(args: readonly string[]): Promise<number> {
   let command;
   try {
-    command = parseCommandLine(args);
+    command = parseCommandLine(await expandConfig(args));
   } catch (e) {
+    if (e instanceof ConfigError) {
+      log("error", e.message);
+      return EXIT_FAILURE;
+    }
     if (!(e instanceof UsageError)) throw e;
     log("error", `${e.message.replace(/\.?$/, ".")} See --help.`);
     return EXIT_FAILURE;
@@ -121,13 +127,17 @@ class End {
   }
 
   /**
-   * Listens for SIGTERM and SIGINT. Call first: Deno cannot register a signal handler once file
-   * descriptors have run out.
+   * Listens for SIGTERM and SIGINT; copies of the first that arrive with it are ignored (see
+   * `signals.ts`). Call first: Deno cannot register a signal handler once file descriptors have
+   * run out.
    */
   watchSignals(): void {
+    const signals = new StopSignals();
     for (const signal of ["SIGTERM", "SIGINT"] as const) {
       Deno.addSignalListener(signal, () => {
-        if (this.#stopping) {
+        const action = signals.receive(performance.now());
+        if (action === "copy") return;
+        if (action === "exit" || this.#stopping) {
           log("warning", `Received ${signal} again, exiting at once.`);
           flushLog(LOG_FLUSH_TIMEOUT_MS).then(() => Deno.exit(EXIT_SUCCESS));
           return;

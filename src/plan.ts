@@ -55,6 +55,16 @@ function distinct(targets: readonly TargetSpec[]): TargetSpec[] {
 }
 
 function planPassed(options: Options, passed: readonly PassedSocket[]): Plan {
+  const namesIgnored = passed.find((socket) => socket.namesIgnored !== undefined)?.namesIgnored;
+  const [named] = options.targets.keys();
+  if (namesIgnored !== undefined && named !== undefined) {
+    throw new StartError(
+      `--target=${named}=... picks a socket by its name, but the passed sockets have no usable ` +
+        `names: ${namesIgnored} (a name taken from a unit name may hold ':'). Give each .socket ` +
+        "unit FileDescriptorName=NAME (without ':'), or use a default TARGET instead of " +
+        "--target=NAME=.",
+    );
+  }
   const sockets = passed.map((socket): PlannedSocket => {
     const target = options.targets.get(socket.name) ?? options.target;
     if (target === null) {

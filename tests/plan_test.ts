@@ -117,3 +117,45 @@ Deno.test("makePlan: nothing to serve is refused with what to do", () => {
     /^Didn't get any sockets passed in; start me from a \.socket unit, with systemd-socket-activate --listen=ADDR, with a connection as standard input \(Accept=yes and StandardInput=socket\), or give --listen=ADDR\.$/,
   );
 });
+
+Deno.test("makePlan: sockets whose LISTEN_FDNAMES was ignored are served by the default target", () => {
+  const why =
+    `LISTEN_FDNAMES="socket-proxyd@127.0.0.1:8092.socket" splits at ':' into 2 names for 1 socket(s)`;
+  const unnamed: PassedSocket = { fd: 3, name: "unknown", namesIgnored: why };
+  deepEqual(summary(makePlan(options("127.0.0.1:80"), [unnamed], false)), {
+    sockets: ["3 unknown -> 127.0.0.1:80"],
+    listen: 0,
+    listenTarget: null,
+    targets: ["127.0.0.1:80"],
+    warnings: [],
+    notices: [],
+  });
+});
+
+Deno.test("makePlan: --target=NAME= with sockets whose names were ignored is refused, saying why", () => {
+  const why = `LISTEN_FDNAMES="a:b:c" splits at ':' into 3 names for 2 socket(s)`;
+  const unnamed = [3, 4].map((fd): PassedSocket => ({ fd, name: "unknown", namesIgnored: why }));
+  const message = new RegExp(
+    "^--target=web=\\.\\.\\. picks a socket by its name, but the passed sockets have no usable " +
+      `names: LISTEN_FDNAMES="a:b:c" splits at ':' into 3 names for 2 socket\\(s\\) \\(a name ` +
+      "taken from a unit name may hold ':'\\)\\. Give each \\.socket unit " +
+      "FileDescriptorName=NAME \\(without ':'\\), or use a default TARGET instead of " +
+      "--target=NAME=\\.$",
+  );
+  refuses(
+    () => makePlan(options("--target=web=127.0.0.1:1", "127.0.0.1:2"), unnamed, false),
+    message,
+  );
+  refuses(() => makePlan(options("--target=web=127.0.0.1:1"), unnamed, false), message);
+  // "unknown" is no way around it: those names are not names.
+  refuses(
+    () => makePlan(options("--target=unknown=127.0.0.1:1"), unnamed, false),
+    /^--target=unknown=\.\.\. picks a socket by its name, but the passed sockets have no usable names: /,
+  );
+  // With LISTEN_FDNAMES unset, "unknown" is the name sd_listen_fds(3) gives, and it is usable.
+  deepEqual(
+    summary(makePlan(options("--target=unknown=127.0.0.1:1"), [{ fd: 3, name: "unknown" }], false))
+      .sockets,
+    ["3 unknown -> 127.0.0.1:1"],
+  );
+});

@@ -298,6 +298,38 @@ Deno.test("--target naming no passed socket is warned about", async () => {
   await backend.close();
 });
 
+Deno.test("LISTEN_FDNAMES with ':' in a name (a template unit's name) is served, unnamed", async () => {
+  const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${port}`],
+    fdnames: ["socket-proxyd@127.0.0.1:8092.socket"],
+    args: [`127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`],
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  ok(await ping(conn, 1));
+  conn.close();
+  await proxy.waitForLog(/\(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/);
+  await proxy.stop();
+  await backend.close();
+});
+
+Deno.test("LISTEN_FDNAMES that gives no name per fd: --target=NAME= fails, saying why", async () => {
+  const port = freePort();
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${port}`],
+    fdnames: ["socket-proxyd@127.0.0.1:8092.socket"],
+    args: ["--target=web=127.0.0.1:1", "127.0.0.1:2"],
+  });
+  (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+  const { code, stderr } = await proxy.exit();
+  equal(code, 1);
+  match(
+    stderr,
+    /--target=web=\.\.\. picks a socket by its name, but the passed sockets have no usable names: LISTEN_FDNAMES="socket-proxyd@127\.0\.0\.1:8092\.socket" splits at ':' into 2 names for 1 socket\(s\)/,
+  );
+});
+
 Deno.test("vsock:CID:PORT target: dialled through AF_VSOCK", async () => {
   // This machine has no vsock loopback transport, so the connection cannot succeed here; what
   // is proven is that the target parses, passes the permission check and is dialled as vsock.

@@ -3,6 +3,7 @@
  * watchdog against a real receiver; graceful stop; --listen; Accept=yes; journal-style logs.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { REPEAT_WINDOW_MS } from "../../src/signals.ts";
 import {
   AS_JOURNAL_STREAM,
   Backend,
@@ -154,7 +155,30 @@ Deno.test("SIGINT with --drain-timeout: what is still open then is closed, exit 
   await backend.close();
 });
 
-Deno.test("a second signal exits at once", async () => {
+Deno.test("copies of the signal that come with it are one request: the drain goes on", async () => {
+  const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const proxy = await startProxy({
+    listen: [`127.0.0.1:${port}`],
+    args: ["--drain-timeout=1h", backendTarget(backend)],
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  ok(await ping(conn, 1));
+  proxy.child.kill("SIGINT");
+  await proxy.waitForLog(/Received SIGINT, stopping/);
+  // As the copies from the terminal and from `deno task` come: within milliseconds.
+  proxy.child.kill("SIGINT");
+  proxy.child.kill("SIGTERM");
+  ok(await ping(conn, 2), `the client is still served:\n${proxy.stderr}`);
+  conn.close();
+  const { code, stderr } = await proxy.exit();
+  equal(code, 0);
+  match(stderr, /Stopped: 1 connection\(s\) served, none cut off\./);
+  ok(!stderr.includes("again"), stderr);
+  await backend.close();
+});
+
+Deno.test("a second signal, after the copies of the first could come, exits at once", async () => {
   const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
   const port = freePort();
   const proxy = await startProxy({
@@ -165,6 +189,7 @@ Deno.test("a second signal exits at once", async () => {
   ok(await ping(conn, 1));
   proxy.child.kill("SIGTERM");
   await proxy.waitForLog(/Received SIGTERM, stopping/);
+  await new Promise((resolve) => setTimeout(resolve, REPEAT_WINDOW_MS + 100));
   proxy.child.kill("SIGTERM");
   const { code, stderr } = await proxy.exit();
   equal(code, 0);

@@ -78,7 +78,7 @@ Deno.test("malformed LISTEN_* variables are reported, exit 1", async () => {
     [["--env=LISTEN_FDS=two"], /LISTEN_FDS="two" is not a decimal number/],
     [["--env=LISTEN_FDS=0"], /LISTEN_FDS=0 is out of range/],
     [["--env=LISTEN_FDS=99999999"], /LISTEN_FDS=99999999 is out of range/],
-    [["--env=LISTEN_FDNAMES=a:b"], /LISTEN_FDNAMES has 2 name\(s\) but LISTEN_FDS=1/],
+    // A LISTEN_FDNAMES without one name per fd is no reason to stop: see options_test.ts.
   ];
   for (const [launcherArgs, message] of cases) {
     const { code, stderr } = await launch([`--tcp=${freePort()}`, ...launcherArgs], [

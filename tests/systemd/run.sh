@@ -13,6 +13,9 @@
 #              beside systemd-socket-proxyd (startup.sh)
 #   shapes     the unit shapes operators write: inetd style, logs, a user without a home, a
 #              backend stopped when unneeded, templated instances (shapes.sh)
+#   templates  the package's template units with every instance form (PORT, IPv4:PORT,
+#              [IPv6]:PORT, a Unix path) and its conf; a missing or bad conf, and the recovery
+#              (templates.sh)
 #   limits     systemd's own test of systemd-socket-proxyd (TEST-74-AUX-UTILS.socket-proxyd.sh),
 #              re-written and run against the package with only ExecStart= changed; a burst of
 #              200 clients against -c 4 --when-full=wait (limits.sh)
@@ -42,7 +45,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/systemd/lib.sh
 source "$here/lib.sh"
 
-all=(scenarios package startup shapes limits source dns archive)
+all=(scenarios package startup shapes templates limits source dns archive)
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=("${all[@]}")
 # Every part defines part_NAME; later parts use the checks of earlier ones.

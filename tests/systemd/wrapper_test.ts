@@ -161,6 +161,48 @@ Deno.test("the wrapper grants the paths of --listen=/PATH and --target=NAME=/PAT
   }
 });
 
+Deno.test("the wrapper grants --config=FILE for reading, and a Unix socket TARGET= in it", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-wrapper-" });
+  try {
+    const listen = `@socket-proxyd-wrapper-test-${crypto.randomUUID()}`;
+    for (const value of [`${dir}/backend.sock`, `"${dir}/backend.sock"`, `'${dir}/backend.sock'`]) {
+      const conf = `${dir}/-run-spx\\x2da.sock.conf`;
+      Deno.writeTextFileSync(conf, `# a comment\n TARGET = ${value}  \nOPTIONS=-c 7\n`);
+      const served = await runWrapper([
+        `--listen=${listen}`,
+        "--exit-idle-time=100ms",
+        `--config=${conf}`,
+      ]);
+      equal(served.code, 0, served.stderr);
+      ok(served.stderr.includes(`to ${dir}/backend.sock; at most 7 connections`), served.stderr);
+    }
+    // Without the wrapper's grant, the program cannot read the file, and says so.
+    const conf = `${dir}/x.conf`;
+    Deno.writeTextFileSync(conf, "TARGET=127.0.0.1:1\n");
+    const denied = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-q",
+        "-P=proxy",
+        `--config=${ROOT}deno.json`,
+        `${ROOT}dist/socket-proxyd.js`,
+        `--config=${conf}`,
+      ],
+      stdin: "null",
+      stdout: "null",
+    }).output();
+    equal(denied.code, 1);
+    match(
+      new TextDecoder().decode(denied.stderr),
+      new RegExp(
+        `Cannot read the configuration file ${conf}: Deno's permissions do not allow reading it; add --allow-read=${conf}\\.`,
+      ),
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("the wrapper refuses a path that Deno's flags cannot express", async () => {
   const { code, stderr } = await runWrapper(["--listen=@x", "/run/a,b.sock"]);
   equal(code, 1);

@@ -321,7 +321,7 @@ Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", a
     activateFlags: ["--datagram"],
     // The deployment set without --allow-ffi (the Deno under test, as DENO_RUN's).
     denoRun: [
-      DENO_RUN[0],
+      ...DENO_RUN.slice(0, DENO_RUN.indexOf("run")), // The Deno under test (and its environment).
       "run",
       "-q",
       "--no-prompt",

@@ -197,7 +197,8 @@ export function checkTargets(summaries: readonly Summary[]): TargetResult[] {
   return out;
 }
 
-function fmt(x: number | undefined, digits: number): string {
+/** A number for the tables, with `digits` decimals; "–" when there is none. */
+export function fmt(x: number | undefined, digits: number): string {
   if (x === undefined || Number.isNaN(x)) return "–";
   return x.toLocaleString("en-US", {
     minimumFractionDigits: digits,
@@ -205,7 +206,8 @@ function fmt(x: number | undefined, digits: number): string {
   });
 }
 
-function fmtRatio(x: number): string {
+/** A ratio for the tables ("1.08×"); "–" when there is none. */
+export function fmtRatio(x: number): string {
   return Number.isNaN(x) ? "–" : `${x.toFixed(2)}×`;
 }
 

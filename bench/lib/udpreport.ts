@@ -3,7 +3,7 @@
  * bound, medians and ratios, the Markdown table, and the rows of the chart.
  * @module
  */
-import { median, type TargetResult } from "./report.ts";
+import { fmt, fmtRatio, median, type TargetResult } from "./report.ts";
 import type { ChartRow } from "./svg.ts";
 import { UDP_CONTENDERS, type UdpContender } from "./udp.ts";
 
@@ -142,18 +142,6 @@ export function checkUdpTargets(summaries: readonly UdpSummary[]): TargetResult[
       };
     })
   );
-}
-
-function fmt(x: number | undefined, digits: number): string {
-  if (x === undefined || Number.isNaN(x)) return "–";
-  return x.toLocaleString("en-US", {
-    minimumFractionDigits: digits,
-    maximumFractionDigits: digits,
-  });
-}
-
-function fmtRatio(x: number): string {
-  return Number.isNaN(x) ? "–" : `${x.toFixed(2)}×`;
 }
 
 /** The Markdown table of the UDP medians, ratios and targets. */

@@ -21,10 +21,14 @@ class Terminal {
   readonly #done: Promise<void>;
 
   constructor(command: string, env: Record<string, string>) {
+    // `exec`: the shell `script` starts must not stay in the terminal's foreground group, where
+    // it would get the Ctrl-C too (dash, the usual /bin/sh, does not exec a lone command itself).
+    // An interactive shell keeps itself out of that group the same way, by job control.
     this.#child = new Deno.Command("script", {
-      args: ["-q", "-e", "-c", command, "/dev/null"],
+      args: ["-q", "-e", "-c", `exec ${command}`, "/dev/null"],
       cwd: ROOT,
-      env,
+      clearEnv: true,
+      env: { SHELL: "/bin/sh", ...env },
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
@@ -116,7 +120,8 @@ for (const launch of Object.keys(launches)) {
     ok(await ping(client, 2), `the client is served while draining:\n${terminal.output}`);
     client.close();
     await terminal.waitFor("Stopped: 1 connection(s) served, none cut off.");
-    equal(await terminal.exit(), 0, terminal.output);
+    const status = await terminal.exit();
+    equal(status, 0, `exit status ${status}:\n${terminal.output}`);
     ok(!terminal.output.includes("again"), `one press was taken for two:\n${terminal.output}`);
     equal(terminal.output.split(STOPPING).length, 2, terminal.output);
     await backend.close();
@@ -131,7 +136,8 @@ for (const launch of Object.keys(launches)) {
     await new Promise((resolve) => setTimeout(resolve, REPEAT_WINDOW_MS + 200));
     await terminal.type(CTRL_C);
     await terminal.waitFor(AGAIN);
-    equal(await terminal.exit(), 0, terminal.output);
+    const status = await terminal.exit();
+    equal(status, 0, `exit status ${status}:\n${terminal.output}`);
     const stopping = terminal.output.indexOf(STOPPING);
     ok(stopping >= 0 && terminal.output.indexOf(AGAIN) > stopping, terminal.output);
     ok(!terminal.output.includes("Stopped: "), "it did not wait for the client");

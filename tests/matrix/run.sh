@@ -12,6 +12,7 @@
 #     (private APIs missing, a Deno that adopts without serving), recovery from running out
 #     of file descriptors and datagram sockets (libc through FFI, FFI given up before serving),
 #     with the program run by VERSION (SOCKET_PROXYD_TEST_DENO).
+# Checks for (as root, installs) the tools the tests drive first, as `deno task test` does.
 # Prints one summary line per version and exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,6 +32,8 @@ floor=$(sed -n 's/^export const DENO_FLOOR = "\(.*\)";$/\1/p' src/runtime.ts)
 [ -n "$floor" ] || { echo "no DENO_FLOOR in src/runtime.ts" >&2; exit 2; }
 below() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$1" ]; }
 
+# The tests drive the same tools as `deno task test` (dnsmasq, dig, kdig for the datagram ones).
+bash tests/setup.sh
 deno task bundle
 flags=$(deno eval '
   const p = JSON.parse(Deno.readTextFileSync("deno.json")).permissions.proxy;

@@ -233,10 +233,13 @@ function targetAt(spec: TargetSpec, port: number | null, listener: string): Targ
   }
 }
 
-/** Memory back after load: a full GC and a trim once the proxy rests (`reclaim.ts`). */
-function reclaimer(): Reclaimer {
+/**
+ * Memory back after load: a full GC and a trim once the proxy rests (`reclaim.ts`), that is
+ * once `atRest` says no connection and no datagram session is open.
+ */
+function reclaimer(atRest: () => boolean): Reclaimer {
   const gc = exposeGc();
-  return new Reclaimer({ steps: [...gc === null ? [] : [gc], trimStep()] });
+  return new Reclaimer({ steps: [...gc === null ? [] : [gc], trimStep()], atRest });
 }
 
 /** The proxy serving a plan: its sockets, notifications to the service manager, and its end. */
@@ -258,6 +261,8 @@ class Service {
   /** Serving only passed connections, no listener: serving ends when they are done. */
   #onlyConnections = false;
   #statusTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Shared by the connections and the datagram sessions. */
+  readonly #reclaimer: Reclaimer;
 
   constructor(options: Options, plan: Plan, end: End) {
     this.#options = options;
@@ -265,6 +270,7 @@ class Service {
     this.#end = end;
     this.#dataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
     this.#notifier = new Notifier(parseNotifySocket(env("NOTIFY_SOCKET")));
+    this.#reclaimer = reclaimer(() => this.#proxy.active === 0 && (this.#relay?.active ?? 0) === 0);
     this.#proxy = new Proxy({
       dataPath: this.#dataPath,
       connectionsMax: options.connectionsMax,
@@ -278,7 +284,7 @@ class Service {
       // Idle means no connection and no datagram session either.
       onIdle: () => (this.#relay?.active ?? 0) === 0 && end.end("idle"),
       onChange: () => this.#changed(),
-      reclaimer: reclaimer(),
+      reclaimer: this.#reclaimer,
     });
   }
 
@@ -293,6 +299,7 @@ class Service {
       sessionsPerSource: this.#options.connectionsPerSource,
       idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,
       onChange: () => this.#sessionsChanged(),
+      reclaimer: this.#reclaimer,
     });
     this.#relay = sorted.relay;
     this.#descriptions.push(...sorted.descriptions);

@@ -13,6 +13,9 @@
  * program signals itself, which needs no permission; without that variable the signal only
  * reaches a listener of ours that does nothing, so it is never fatal.
  *
+ * Datagram sessions count as connections: the proxy rests when neither is open (see
+ * {@link ReclaimOptions.atRest}).
+ *
  * No periodic work: the one timer is armed when the last connection closes and cleared when a
  * new one opens, and only when enough connections came since the last reclaim.
  * @module
@@ -69,6 +72,12 @@ export interface ReclaimOptions {
   readonly restMs?: number;
   /** See {@link MIN_CONNECTIONS}. */
   readonly minConnections?: number;
+  /**
+   * Whether nothing at all is open, asked when one kind goes idle (stream connections, datagram
+   * sessions), each of which calls {@link Reclaimer.busy} and {@link Reclaimer.idle} for its
+   * own; by default always.
+   */
+  readonly atRest?: () => boolean;
   /** Arms the one timer; returns what {@link ReclaimOptions.cancel} takes. */
   readonly schedule?: (run: () => void, ms: number) => unknown;
   /** Clears the timer. */
@@ -80,6 +89,7 @@ export class Reclaimer {
   readonly #steps: ReadonlyArray<() => void>;
   readonly #restMs: number;
   readonly #minConnections: number;
+  readonly #atRest: () => boolean;
   readonly #schedule: (run: () => void, ms: number) => unknown;
   readonly #cancel: (timer: unknown) => void;
   #timer: unknown;
@@ -91,23 +101,25 @@ export class Reclaimer {
     this.#steps = options.steps;
     this.#restMs = options.restMs ?? REST_MS;
     this.#minConnections = options.minConnections ?? MIN_CONNECTIONS;
+    this.#atRest = options.atRest ?? (() => true);
     this.#schedule = options.schedule ?? unrefTimeout;
     this.#cancel = options.cancel ?? ((timer) => clearTimeout(timer as number));
   }
 
-  /** A connection opened: no reclaim while it lasts. */
+  /** A connection or a datagram session opened: no reclaim while it lasts. */
   busy(): void {
     this.#opened++;
     this.#disarm();
   }
 
   /**
-   * The last connection closed: reclaim once the proxy has rested, unless busy again or too
-   * few connections came since the last reclaim.
+   * The last connection (or session) closed: reclaim once the proxy has rested, unless
+   * something else is still open, it is busy again, or too few came since the last reclaim.
    */
   idle(): void {
     this.#disarm();
     if (this.#steps.length === 0 || this.#opened < this.#minConnections) return;
+    if (!this.#atRest()) return;
     this.#timer = this.#schedule(() => {
       this.#timer = undefined;
       this.#opened = 0;

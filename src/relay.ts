@@ -17,6 +17,7 @@ import { ERRNO, type Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "./admission.ts";
 import { ThrottledLog } from "./log.ts";
 import { REFUSAL_LOG_INTERVAL_MS } from "./refusals.ts";
+import type { Reclaimer } from "./reclaim.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
   AF_INET,
@@ -92,6 +93,8 @@ export interface RelayOptions {
   readonly idleTimeoutMs: number;
   /** Called whenever the number of open sessions changes. */
   readonly onChange: () => void;
+  /** Gives memory back once no session (and no connection) is open (see `reclaim.ts`). */
+  readonly reclaimer?: Reclaimer;
 }
 
 /** A passed datagram socket being served. */
@@ -356,6 +359,7 @@ export class Relay {
     this.#sessions.set(key, session);
     this.#counts.sessions++;
     this.#sweepWhileOpen();
+    this.#options.reclaimer?.busy();
     this.#options.onChange();
     this.#open(session);
     return session;
@@ -539,6 +543,7 @@ export class Relay {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
       this.#draining?.();
+      this.#options.reclaimer?.idle();
     }
     this.#options.onChange();
   }

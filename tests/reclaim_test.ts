@@ -64,6 +64,27 @@ Deno.test("reclaim: going idle twice keeps one timer", () => {
   deepEqual(h.ran, [0]);
 });
 
+Deno.test("reclaim: not while something else is open (datagram sessions beside connections)", () => {
+  let open = 1;
+  const ran: number[] = [];
+  const timers: Array<() => void> = [];
+  const reclaimer = new Reclaimer({
+    steps: [() => ran.push(0)],
+    minConnections: 1,
+    atRest: () => open === 0,
+    schedule: (run) => timers.push(run),
+    cancel: () => {},
+  });
+  reclaimer.busy();
+  reclaimer.idle(); // The connections are done, but a session is still open.
+  equal(timers.length, 0, "nothing armed while a session is open");
+  open = 0;
+  reclaimer.idle(); // The last session ended.
+  equal(timers.length, 1);
+  timers[0]();
+  deepEqual(ran, [0]);
+});
+
 Deno.test("reclaim: skipped until enough connections came since the last one", () => {
   const h = harness();
   h.serve(2);

@@ -1,6 +1,7 @@
 import { deepEqual, equal } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../src/log.ts";
 import { Relay, type RelayOptions } from "../src/relay.ts";
+import { Reclaimer } from "../src/reclaim.ts";
 import { classify } from "../src/libc.ts";
 import { encodeUnix } from "../src/sockaddr.ts";
 import type { Target } from "../src/target.ts";
@@ -162,6 +163,39 @@ Deno.test("Relay: a silent session ends after idleTimeoutMs; the client's next d
   } finally {
     await proxy.close();
     await client.close();
+    await backend.close();
+  }
+});
+
+Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when the last ends", async () => {
+  const backend = udpEcho();
+  const ran: string[] = [];
+  const reclaimed = Promise.withResolvers<void>();
+  const reclaimer = new Reclaimer({
+    steps: [() => ran.push("reclaimed"), reclaimed.resolve],
+    minConnections: 2,
+    restMs: 0,
+  });
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
+    idleTimeoutMs: 100,
+    reclaimer,
+  });
+  const clients = [new UdpEnd(), new UdpEnd()];
+  try {
+    for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
+    equal(proxy.relay.active, 2);
+    deepEqual(ran, [], "no reclaim while sessions are open");
+    // The sessions end after 100 ms of silence; a reclaim that has not come in 20 s never comes.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const never = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("no reclaim after the sessions ended")), 20_000);
+    });
+    await Promise.race([reclaimed.promise, never]).finally(() => clearTimeout(timer));
+    equal(proxy.relay.active, 0, "reclaimed once both sessions had ended");
+    deepEqual(ran, ["reclaimed"]);
+  } finally {
+    await proxy.close();
+    for (const client of clients) await client.close();
     await backend.close();
   }
 });

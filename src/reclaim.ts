@@ -14,7 +14,9 @@
  * reaches a listener of ours that does nothing, so it is never fatal.
  *
  * Datagram sessions count as connections: the proxy rests when neither is open (see
- * {@link ReclaimOptions.atRest}).
+ * {@link ReclaimOptions.atRest}). Sessions also stay open while silent (until `--idle-timeout`),
+ * so the relay tells of a rest of its own, {@link Reclaimer.rested}: open sessions that carried
+ * no datagram for {@link REST_MS}, seen by the timer that ends silent sessions.
  *
  * No periodic work: the one timer is armed when the last connection closes and cleared when a
  * new one opens, and only when enough connections came since the last reclaim.
@@ -122,9 +124,23 @@ export class Reclaimer {
     if (!this.#atRest()) return;
     this.#timer = this.#schedule(() => {
       this.#timer = undefined;
-      this.#opened = 0;
-      for (const step of this.#steps) step();
+      this.#reclaim();
     }, this.#restMs);
+  }
+
+  /**
+   * Open datagram sessions have carried nothing for {@link REST_MS} (the relay's clock): reclaim
+   * now, unless too few connections or sessions came since the last reclaim.
+   */
+  rested(): void {
+    if (this.#steps.length === 0 || this.#opened < this.#minConnections) return;
+    this.#disarm();
+    this.#reclaim();
+  }
+
+  #reclaim(): void {
+    this.#opened = 0;
+    for (const step of this.#steps) step();
   }
 
   #disarm(): void {

@@ -17,7 +17,7 @@ import { ERRNO, type Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "./admission.ts";
 import { ThrottledLog } from "./log.ts";
 import { REFUSAL_LOG_INTERVAL_MS } from "./refusals.ts";
-import type { Reclaimer } from "./reclaim.ts";
+import { type Reclaimer, REST_MS } from "./reclaim.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
   AF_INET,
@@ -210,6 +210,9 @@ export class Relay {
   };
   #now = performance.now();
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Datagrams handled, as of the last sweep; and since when that has not changed, or null. */
+  #handled = 0;
+  #quietSince: number | null = null;
   #draining: (() => void) | null = null;
 
   /** @throws {Error} when no epoll set can be had. */
@@ -562,6 +565,20 @@ export class Relay {
     for (const session of [...this.#sessions.values()]) {
       const answered = draining && session.replied >= session.sent && session.pending === null;
       if (answered || now - session.lastActive >= quiet) this.#close(session);
+    }
+    if (!draining && this.#sessions.size > 0) this.#restWhenQuiet(now);
+  }
+
+  /** Sessions open, but no datagram for {@link REST_MS}: the reclaimer is told, once a spell. */
+  #restWhenQuiet(now: number): void {
+    const { forwarded, returned, dropped } = this.#counts;
+    const handled = forwarded + returned + dropped;
+    if (handled !== this.#handled) {
+      this.#handled = handled;
+      this.#quietSince = now;
+    } else if (this.#quietSince !== null && now - this.#quietSince >= REST_MS) {
+      this.#quietSince = null;
+      this.#options.reclaimer?.rested();
     }
   }
 }

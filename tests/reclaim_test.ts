@@ -85,6 +85,21 @@ Deno.test("reclaim: not while something else is open (datagram sessions beside c
   deepEqual(ran, [0]);
 });
 
+Deno.test("reclaim: rested (open sessions silent) reclaims at once, once enough came", () => {
+  const h = harness();
+  h.reclaimer.busy();
+  h.reclaimer.rested();
+  deepEqual(h.ran, [], "1 of 3: too few came");
+  h.reclaimer.busy();
+  h.reclaimer.busy();
+  h.reclaimer.idle(); // Armed by connections going idle: the rest reported cancels it.
+  h.reclaimer.rested();
+  deepEqual(h.ran, [0]);
+  equal(h.timers.size, 0, "no timer left armed");
+  h.reclaimer.rested();
+  deepEqual(h.ran, [0], "counted again from the reclaim");
+});
+
 Deno.test("reclaim: skipped until enough connections came since the last one", () => {
   const h = harness();
   h.serve(2);

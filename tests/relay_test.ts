@@ -1,7 +1,7 @@
-import { deepEqual, equal } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../src/log.ts";
 import { Relay, type RelayOptions } from "../src/relay.ts";
-import { Reclaimer } from "../src/reclaim.ts";
+import { Reclaimer, REST_MS } from "../src/reclaim.ts";
 import { classify } from "../src/libc.ts";
 import { encodeUnix } from "../src/sockaddr.ts";
 import type { Target } from "../src/target.ts";
@@ -193,6 +193,42 @@ Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when th
     await Promise.race([reclaimed.promise, never]).finally(() => clearTimeout(timer));
     equal(proxy.relay.active, 0, "reclaimed once both sessions had ended");
     deepEqual(ran, ["reclaimed"]);
+  } finally {
+    await proxy.close();
+    for (const client of clients) await client.close();
+    await backend.close();
+  }
+});
+
+Deno.test("Relay: open sessions that carry nothing for a while have the reclaimer told, once", async () => {
+  const backend = udpEcho();
+  const rests: number[] = [];
+  const rested = Promise.withResolvers<void>();
+  // Told through rested() only: restMs never fires (no session ends), minConnections 2.
+  const reclaimer = new Reclaimer({
+    steps: [() => rests.push(proxy.relay.active), rested.resolve],
+    minConnections: 2,
+    schedule: () => undefined,
+    cancel: () => {},
+  });
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
+    idleTimeoutMs: 60_000,
+    reclaimer,
+  });
+  const clients = [new UdpEnd(), new UdpEnd()];
+  try {
+    for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
+    const started = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const never = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("not told of the rest")), 20_000);
+    });
+    await Promise.race([rested.promise, never]).finally(() => clearTimeout(timer));
+    ok(performance.now() - started >= REST_MS, "only after a rest of REST_MS");
+    deepEqual(rests, [2], "reclaimed with both sessions still open");
+    await clients[0].ask(encoder.encode("b"), "127.0.0.1", proxy.port);
+    await new Promise((resolve) => setTimeout(resolve, 2.5 * REST_MS));
+    deepEqual(rests, [2], "once: the next rest finds too few new sessions");
   } finally {
     await proxy.close();
     for (const client of clients) await client.close();

@@ -417,6 +417,13 @@ function memoryKiB(contender: UdpContender, pid: number): number {
  */
 const BATCH: Record<UdpContender, number> = { direct: 100, ours: 100, nginx: 100, socat: 1 };
 
+/**
+ * How long the sessions are left idle before memory is read: an idle proxy's memory, after ours
+ * has given back what it freed (a reclaim after a second without datagrams, `src/reclaim.ts`,
+ * seen by a sweep that runs once a second with `--idle-timeout=10min`).
+ */
+const IDLE_SETTLE_MS = 3000;
+
 /** socat's sessions are processes: this many are enough to tell its cost per session. */
 const SOCAT_SESSIONS_MAX = 500;
 
@@ -445,6 +452,7 @@ async function openSessions(
  * its answer (`ctx.sessions` of them; socat {@link SOCAT_SESSIONS_MAX}); the growth of the
  * proxy's memory while they are open, per session. Also the marginal cost, from half of them
  * to all, which leaves out one-time growth (V8's heap steps, the first session's buffers).
+ * Each reading comes after {@link IDLE_SETTLE_MS} without a datagram.
  */
 export async function idle(contender: UdpContender, ctx: UdpContext): Promise<UdpSamples> {
   if (contender === "direct") return {};
@@ -457,14 +465,14 @@ export async function idle(contender: UdpContender, ctx: UdpContext): Promise<Ud
     await delay(500);
     const before = memoryKiB(contender, pid);
     const first = await openSessions(inst.port, half, BATCH[contender], sockets);
-    await delay(500);
+    await delay(IDLE_SETTLE_MS);
     const middle = memoryKiB(contender, pid);
     const second = await openSessions(inst.port, wanted - half, BATCH[contender], sockets);
     const answered = first + second;
     if (answered < wanted * 0.95) {
       throw new Error(`only ${answered} of ${wanted} sessions were answered`);
     }
-    await delay(1000);
+    await delay(IDLE_SETTLE_MS);
     const during = memoryKiB(contender, pid);
     return {
       udp_idle_kib_per_session: [(during - before) / answered],

@@ -191,8 +191,8 @@ export function udpSection(
     ``,
     `dnsperf with 4 and 64 clients (\`-q 100 -t 1\`), each run after warm-up runs from the same ` +
     `client ports until one loses no query; latency from \`-v\`. Idle memory: VmRSS growth of ` +
-    `the proxy per session held (socat: PSS summed over its processes, one per client; at most ` +
-    `500 sessions). nginx: \`listen … udp\`, one worker, \`proxy_timeout 10m\`; ours: ` +
+    `the proxy per session held, read after 3 s without a datagram (socat: PSS summed over its ` +
+    `processes, one per client; at most 500 sessions). nginx: \`listen … udp\`, one worker, \`proxy_timeout 10m\`; ours: ` +
     `\`--idle-timeout=10min\`, the deployment wrapper over the bundle.${load}`,
     ``,
     udpMarkdown(summaries, targets, UDP_CONTENDERS),

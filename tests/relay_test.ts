@@ -167,6 +167,15 @@ Deno.test("Relay: a silent session ends after idleTimeoutMs; the client's next d
   }
 });
 
+/** Waits for `event`; one that has not come in 20 s never comes, and fails the test as `never`. */
+async function comes(event: Promise<void>, never: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(never)), 20_000);
+  });
+  await Promise.race([event, late]).finally(() => clearTimeout(timer));
+}
+
 Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when the last ends", async () => {
   const backend = udpEcho();
   const ran: string[] = [];
@@ -185,12 +194,8 @@ Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when th
     for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
     equal(proxy.relay.active, 2);
     deepEqual(ran, [], "no reclaim while sessions are open");
-    // The sessions end after 100 ms of silence; a reclaim that has not come in 20 s never comes.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const never = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error("no reclaim after the sessions ended")), 20_000);
-    });
-    await Promise.race([reclaimed.promise, never]).finally(() => clearTimeout(timer));
+    // The sessions end after 100 ms of silence.
+    await comes(reclaimed.promise, "no reclaim after the sessions ended");
     equal(proxy.relay.active, 0, "reclaimed once both sessions had ended");
     deepEqual(ran, ["reclaimed"]);
   } finally {
@@ -219,11 +224,7 @@ Deno.test("Relay: open sessions that carry nothing for a while have the reclaime
   try {
     for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
     const started = performance.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const never = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error("not told of the rest")), 20_000);
-    });
-    await Promise.race([rested.promise, never]).finally(() => clearTimeout(timer));
+    await comes(rested.promise, "not told of the rest");
     ok(performance.now() - started >= REST_MS, "only after a rest of REST_MS");
     deepEqual(rests, [2], "reclaimed with both sessions still open");
     await clients[0].ask(encoder.encode("b"), "127.0.0.1", proxy.port);

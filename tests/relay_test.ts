@@ -176,8 +176,32 @@ async function comes(event: Promise<void>, never: string): Promise<void> {
   await Promise.race([event, late]).finally(() => clearTimeout(timer));
 }
 
-Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when the last ends", async () => {
+/**
+ * A relay to a UDP echo with `reclaimer`, and two clients that have each had one answer through
+ * it (two sessions); `body` runs with them, and everything is closed after.
+ */
+async function withTwoSessions(
+  idleTimeoutMs: number,
+  reclaimer: Reclaimer,
+  body: (proxy: ReturnType<typeof relayOn>, clients: UdpEnd[]) => Promise<void>,
+): Promise<void> {
   const backend = udpEcho();
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
+    idleTimeoutMs,
+    reclaimer,
+  });
+  const clients = [new UdpEnd(), new UdpEnd()];
+  try {
+    for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
+    await body(proxy, clients);
+  } finally {
+    await proxy.close();
+    for (const client of clients) await client.close();
+    await backend.close();
+  }
+}
+
+Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when the last ends", async () => {
   const ran: string[] = [];
   const reclaimed = Promise.withResolvers<void>();
   const reclaimer = new Reclaimer({
@@ -185,56 +209,49 @@ Deno.test("Relay: sessions drive the reclaimer: busy as each opens, idle when th
     minConnections: 2,
     restMs: 0,
   });
-  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
-    idleTimeoutMs: 100,
-    reclaimer,
-  });
-  const clients = [new UdpEnd(), new UdpEnd()];
-  try {
-    for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
+  await withTwoSessions(100, reclaimer, async (proxy) => {
     equal(proxy.relay.active, 2);
     deepEqual(ran, [], "no reclaim while sessions are open");
     // The sessions end after 100 ms of silence.
     await comes(reclaimed.promise, "no reclaim after the sessions ended");
     equal(proxy.relay.active, 0, "reclaimed once both sessions had ended");
     deepEqual(ran, ["reclaimed"]);
-  } finally {
-    await proxy.close();
-    for (const client of clients) await client.close();
-    await backend.close();
-  }
+  });
 });
 
-Deno.test("Relay: open sessions that carry nothing for a while have the reclaimer told, once", async () => {
-  const backend = udpEcho();
-  const rests: number[] = [];
-  const rested = Promise.withResolvers<void>();
+/** A reclaimer that counts the rests it is told of, and resolves `told[n]` at the n-th. */
+class CountingReclaimer extends Reclaimer {
+  readonly told = [Promise.withResolvers<void>(), Promise.withResolvers<void>()];
+  rests = 0;
+  override rested(): void {
+    super.rested();
+    this.told[this.rests++]?.resolve();
+  }
+}
+
+Deno.test("Relay: open sessions that carry nothing for a while have the reclaimer told, once a spell", async () => {
+  const reclaimed: number[] = [];
   // Told through rested() only: restMs never fires (no session ends), minConnections 2.
-  const reclaimer = new Reclaimer({
-    steps: [() => rests.push(proxy.relay.active), rested.resolve],
+  const reclaimer: CountingReclaimer = new CountingReclaimer({
+    steps: [() => reclaimed.push(reclaimer.rests)],
     minConnections: 2,
     schedule: () => undefined,
     cancel: () => {},
   });
-  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
-    idleTimeoutMs: 60_000,
-    reclaimer,
-  });
-  const clients = [new UdpEnd(), new UdpEnd()];
-  try {
-    for (const client of clients) await client.ask(encoder.encode("a"), "127.0.0.1", proxy.port);
+  await withTwoSessions(60_000, reclaimer, async (proxy, clients) => {
     const started = performance.now();
-    await comes(rested.promise, "not told of the rest");
+    await comes(reclaimer.told[0].promise, "not told of the rest");
     ok(performance.now() - started >= REST_MS, "only after a rest of REST_MS");
-    deepEqual(rests, [2], "reclaimed with both sessions still open");
-    await clients[0].ask(encoder.encode("b"), "127.0.0.1", proxy.port);
+    equal(proxy.relay.active, 2, "both sessions still open");
+    deepEqual(reclaimed, [0], "reclaimed at the first rest");
+    // A repeat would come at the next sweeps (one a second here): none comes while it stays quiet.
     await new Promise((resolve) => setTimeout(resolve, 2.5 * REST_MS));
-    deepEqual(rests, [2], "once: the next rest finds too few new sessions");
-  } finally {
-    await proxy.close();
-    for (const client of clients) await client.close();
-    await backend.close();
-  }
+    equal(reclaimer.rests, 1, "told once for the spell");
+    await clients[0].ask(encoder.encode("b"), "127.0.0.1", proxy.port);
+    await comes(reclaimer.told[1].promise, "not told of the next rest");
+    equal(reclaimer.rests, 2, "told again only after a datagram");
+    deepEqual(reclaimed, [0], "no second reclaim: no new session came since");
+  });
 });
 
 Deno.test("Relay: a target by name: datagrams wait for the name, then go in order", async () => {

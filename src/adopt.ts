@@ -8,10 +8,10 @@
  * @module
  */
 import net from "node:net";
-import { CONNECTION_NAME, type PassedSocket } from "./activation.ts";
+import { CONNECTION_NAME, type PassedSocket } from "./service/activation.ts";
 import { fastPathMissing } from "./fastpath.ts";
-import { libcFlag } from "./libc.ts";
-import { log } from "./log.ts";
+import { libcFlag } from "./engine/libc.ts";
+import { log } from "./service/log.ts";
 import { duplicate, rearmer, recoveryMissing } from "./rearm.ts";
 
 /** A passed listening socket being served. */

@@ -2,16 +2,8 @@
  * Dialling: opens the backend connection for one client.
  * @module
  */
-import { lookup } from "node:dns/promises";
-import { isIPAddress, type Target } from "./target.ts";
-
-/** Resolves a host name to its addresses, in the order they should be tried. */
-export type Resolver = (host: string) => Promise<string[]>;
-
-/** Resolves with the system's resolver (getaddrinfo: /etc/hosts, DNS, ...). */
-export async function systemResolver(host: string): Promise<string[]> {
-  return (await lookup(host, { all: true, verbatim: true })).map(({ address }) => address);
-}
+import { isIPAddress, type Target } from "./cli/target.ts";
+import { type Resolver, systemResolver } from "./engine/resolve.ts";
 
 /**
  * Connects to `target`. A host name is resolved on every call (as the reference does, so DNS

@@ -11,7 +11,7 @@
  */
 import type { Server, Socket } from "node:net";
 import { EMPTY, type Endpoint } from "./endpoint.ts";
-import { log } from "./log.ts";
+import { log } from "./service/log.ts";
 
 /** The core ops the fast path uses. */
 export interface CoreOps {

@@ -2,8 +2,8 @@
  * The proxy's own listeners (`--listen=`), for running without a service manager.
  * @module
  */
-import { formatListenAddress, type ListenAddress } from "./address.ts";
-import { ThrottledLog } from "./log.ts";
+import { formatListenAddress, type ListenAddress } from "./cli/address.ts";
+import { ThrottledLog } from "./service/log.ts";
 
 /** A socket we listen on ourselves. */
 export interface OwnListener {

@@ -3,19 +3,19 @@
  * for each and forwards until both sides are done; drains on stop.
  * @module
  */
-import { Admission, sourceOf, type WhenFull } from "./admission.ts";
+import { Admission, sourceOf, type WhenFull } from "./service/admission.ts";
 import { type Client, type DataPath, formatAddress } from "./client.ts";
-import { waitAtMost } from "./deadline.ts";
+import { waitAtMost } from "./service/deadline.ts";
 import { dialWithRetry } from "./dial.ts";
 import { connEndpoint, type Endpoint } from "./endpoint.ts";
 import { takeConn } from "./fastpath.ts";
 import { forward } from "./forward.ts";
-import { IdleTimer } from "./idle.ts";
-import { log, logs, ThrottledLog } from "./log.ts";
-import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
-import type { Reclaimer } from "./reclaim.ts";
-import { Refusals } from "./refusals.ts";
-import { formatTarget, type Target } from "./target.ts";
+import { IdleTimer } from "./service/idle.ts";
+import { log, logs, ThrottledLog } from "./service/log.ts";
+import { proxyHeader, type ProxyProtocolVersion } from "./engine/proxyprotocol.ts";
+import type { Reclaimer } from "./service/reclaim.ts";
+import { Refusals } from "./service/refusals.ts";
+import { formatTarget, type Target } from "./cli/target.ts";
 
 /** What the proxy needs to know. */
 export interface ProxyOptions {

@@ -3,7 +3,7 @@
  * same value names and short forms, and the same defaults.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { HELP } from "../src/cli.ts";
+import { HELP } from "../src/cli/cli.ts";
 
 const root = new URL("../", import.meta.url);
 const page = Deno.readTextFileSync(new URL("systemd/socket-proxyd.8", root));

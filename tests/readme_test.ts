@@ -4,9 +4,9 @@
  * version in the package's file name.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { HELP } from "../src/cli.ts";
-import { DENO_FLOOR } from "../src/runtime.ts";
-import { VERSION } from "../src/version.ts";
+import { HELP } from "../src/cli/cli.ts";
+import { DENO_FLOOR } from "../src/service/runtime.ts";
+import { VERSION } from "../src/cli/version.ts";
 import { DEPLOYMENT_ENV, DEPLOYMENT_FLAGS } from "./integration/harness.ts";
 
 const root = new URL("../", import.meta.url);

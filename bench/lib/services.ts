@@ -161,7 +161,7 @@ export async function startContender(
   const program = contender === "reference"
     ? [paths.reference, ...limit, target]
     : [Deno.execPath(), "run", "-P=proxy", paths.main, ...limit, target];
-  // The deployment environment (systemd/socket-proxyd exports it; see src/reclaim.ts).
+  // The deployment environment (systemd/socket-proxyd exports it; see src/service/reclaim.ts).
   const trim = contender === "reference" ? [] : ["-E", "DENO_USR2_MEMORY_TRIM=1"];
   const env = contender === "ours-portable"
     ? [...trim, "-E", "SOCKET_PROXYD_DATA_PATH=portable"]

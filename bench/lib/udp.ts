@@ -419,7 +419,7 @@ const BATCH: Record<UdpContender, number> = { direct: 100, ours: 100, nginx: 100
 
 /**
  * How long the sessions are left idle before memory is read: an idle proxy's memory, after ours
- * has given back what it freed (a reclaim after a second without datagrams, `src/reclaim.ts`,
+ * has given back what it freed (a reclaim after a second without datagrams, `src/service/reclaim.ts`,
  * seen by a sweep that runs once a second with `--idle-timeout=10min`).
  */
 const IDLE_SETTLE_MS = 3000;

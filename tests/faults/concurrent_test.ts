@@ -9,7 +9,7 @@
  * backend runs in its own process so that the test process holds only the clients.
  *
  * Memory comes back once the proxy is idle: a second after the last connection closed, the
- * proxy reclaims (src/reclaim.ts), and after each of two rounds its RSS must be back near its
+ * proxy reclaims (src/service/reclaim.ts), and after each of two rounds its RSS must be back near its
  * start-up value. The start-up values are taken after the first connection, which starts it.
  */
 import { equal, ok } from "node:assert/strict";

@@ -11,9 +11,13 @@ import { deepEqual, equal, fail, ok } from "node:assert/strict";
 // fast-check is imported inline: deno.json has no import map for test-only dependencies.
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
-import { formatListenAddress, type ListenAddress, parseListenAddress } from "../../src/address.ts";
-import { parseNotifySocket, watchdogIntervalMs } from "../../src/notify.ts";
-import { V2_SIGNATURE } from "../../src/proxyprotocol.ts";
+import {
+  formatListenAddress,
+  type ListenAddress,
+  parseListenAddress,
+} from "../../src/cli/address.ts";
+import { parseNotifySocket, watchdogIntervalMs } from "../../src/service/notify.ts";
+import { V2_SIGNATURE } from "../../src/engine/proxyprotocol.ts";
 import { Backend, concat, freePort, readAll, writeAll } from "../integration/harness.ts";
 import { portOf, report, startLimitedProxy, warmUp } from "./helpers.ts";
 

@@ -4,7 +4,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { TRIM_VARIABLE } from "../../src/reclaim.ts";
+import { TRIM_VARIABLE } from "../../src/service/reclaim.ts";
 
 /** The project root. */
 export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
@@ -28,7 +28,7 @@ export const DEPLOYMENT_FLAGS: string[] = [
 /**
  * The environment the program is deployed with (the wrapper exports it, the README's line for
  * running from a URL sets it): Deno then trims memory when the program signals itself once idle
- * (src/reclaim.ts). {@link DENO_RUN} starts with `env` and these.
+ * (src/service/reclaim.ts). {@link DENO_RUN} starts with `env` and these.
  */
 export const DEPLOYMENT_ENV: string[] = [`${TRIM_VARIABLE}=1`];
 

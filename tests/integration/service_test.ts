@@ -3,7 +3,7 @@
  * watchdog against a real receiver; graceful stop; --listen; Accept=yes; journal-style logs.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { REPEAT_WINDOW_MS } from "../../src/signals.ts";
+import { REPEAT_WINDOW_MS } from "../../src/service/signals.ts";
 import {
   AS_JOURNAL_STREAM,
   Backend,

@@ -7,7 +7,7 @@
  * client still served. A second press after the repeat window: exit at once.
  */
 import { equal, ok } from "node:assert/strict";
-import { REPEAT_WINDOW_MS } from "../../src/signals.ts";
+import { REPEAT_WINDOW_MS } from "../../src/service/signals.ts";
 import { echoBackend, freePort, ping, ROOT } from "./harness.ts";
 
 const CTRL_C = new Uint8Array([3]);

@@ -111,7 +111,7 @@ Deno.test("a Unix target without file permission is refused at start with the fi
 
 Deno.test("the activation variables are unset once read", async () => {
   // A proxy started with them must not leak them; checked through the module directly.
-  const { takeListenEnv } = await import("../../src/activation.ts");
+  const { takeListenEnv } = await import("../../src/service/activation.ts");
   Deno.env.set("LISTEN_PID", String(Deno.pid));
   Deno.env.set("LISTEN_FDS", "2");
   Deno.env.set("LISTEN_FDNAMES", "a:b");

@@ -96,7 +96,7 @@ for (const kind of ["raw main.ts", "release bundle"] as const) {
       if (kind === "release bundle") {
         deepEqual(host.requests, ["/release/socket-proxyd.js"], "one file, nothing else");
       } else {
-        ok(host.requests.includes("/raw/src/app.ts"), host.requests.join(" "));
+        ok(host.requests.includes("/raw/src/service/app.ts"), host.requests.join(" "));
         ok(host.requests.every((r) => r.endsWith(".ts")), `only modules: ${host.requests}`);
       }
     } finally {

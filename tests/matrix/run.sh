@@ -5,7 +5,7 @@
 # usage: tests/matrix/run.sh VERSION...        e.g. tests/matrix/run.sh 2.8.0 2.8.3 2.9.6
 #
 # For each VERSION (Deno from npm; npx keeps it in ~/.npm/_npx, so later runs download nothing):
-#   - below the floor (DENO_FLOOR in src/runtime.ts): the program must refuse, exit 1, with the
+#   - below the floor (DENO_FLOOR in src/service/runtime.ts): the program must refuse, exit 1, with the
 #     message that names the floor and VERSION, before it serves anything;
 #   - at or above it: the integration tests of forwarding and half-close (fast and portable
 #     paths), adoption and activation edges, inetd style, running from a URL, the runtime checks
@@ -28,8 +28,8 @@ tests=(
   tests/faults/fds_test.ts
   tests/integration/datagram_test.ts
 )
-floor=$(sed -n 's/^export const DENO_FLOOR = "\(.*\)";$/\1/p' src/runtime.ts)
-[ -n "$floor" ] || { echo "no DENO_FLOOR in src/runtime.ts" >&2; exit 2; }
+floor=$(sed -n 's/^export const DENO_FLOOR = "\(.*\)";$/\1/p' src/service/runtime.ts)
+[ -n "$floor" ] || { echo "no DENO_FLOOR in src/service/runtime.ts" >&2; exit 2; }
 below() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$1" ]; }
 
 # The tests drive the same tools as `deno task test` (dnsmasq, dig, kdig for the datagram ones).

@@ -5,8 +5,8 @@
  * without a cache. The units themselves are proven on a real systemd by tests/systemd/run.sh.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { HELP } from "../../src/cli.ts";
-import { LIBC_CANDIDATES } from "../../src/libc.ts";
+import { HELP } from "../../src/cli/cli.ts";
+import { LIBC_CANDIDATES } from "../../src/engine/libc.ts";
 import { DEPLOYMENT_ENV } from "../integration/harness.ts";
 
 const root = new URL("../../", import.meta.url);

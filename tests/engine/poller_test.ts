@@ -1,0 +1,108 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { EPOLLERR, EPOLLIN, Poller } from "../../src/engine/poller.ts";
+import { encodeIP } from "../../src/engine/sockaddr.ts";
+import { libc, MSG_DONTWAIT, recv, udpSocket } from "./libc_udp.ts";
+
+/** Sends one datagram from a throwaway Deno socket to 127.0.0.1:port. */
+async function sendTo(port: number, text: string): Promise<void> {
+  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  await socket.send(new TextEncoder().encode(text), {
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port,
+  });
+  socket.close();
+}
+
+/** Reads one datagram without waiting; null when none is queued. */
+function recvText(fd: number): string | null {
+  const buffer = new Uint8Array(1500);
+  const n = Number(recv(fd, buffer, 1500n, MSG_DONTWAIT));
+  return n < 0 ? null : new TextDecoder().decode(buffer.subarray(0, n));
+}
+
+Deno.test("Poller: a datagram makes its socket's handler run, level-triggered until read", async () => {
+  const poller = new Poller(libc);
+  const { fd, port } = udpSocket();
+  try {
+    let calls = 0;
+    const twice = Promise.withResolvers<number>();
+    const token = poller.add(fd, EPOLLIN, (events) => {
+      // Not read the first time: the socket stays ready, and the handler runs again.
+      if (++calls === 2) twice.resolve(events);
+      if (calls >= 2) recvText(fd);
+    });
+    ok(token !== null);
+    equal(poller.size, 1);
+    await sendTo(port, "hello");
+    equal((await twice.promise) & EPOLLIN, EPOLLIN);
+    equal(recvText(fd), null, "read by the handler");
+    poller.remove(fd, token!);
+    equal(poller.size, 0);
+  } finally {
+    await poller.close();
+    libc.call.close(fd);
+  }
+});
+
+Deno.test("Poller: each socket's events go to its own handler", async () => {
+  const poller = new Poller(libc);
+  const sockets = Array.from({ length: 10 }, udpSocket);
+  try {
+    const got = sockets.map(() => Promise.withResolvers<string>());
+    sockets.forEach(({ fd }, i) => {
+      poller.add(fd, EPOLLIN, () => {
+        const text = recvText(fd);
+        if (text !== null) got[i].resolve(text);
+      });
+    });
+    equal(poller.size, 10);
+    for (let i = sockets.length - 1; i >= 0; i--) await sendTo(sockets[i].port, `to ${i}`);
+    deepEqual(
+      await Promise.all(got.map((g) => g.promise)),
+      sockets.map((_, i) => `to ${i}`),
+    );
+  } finally {
+    await poller.close();
+    for (const { fd } of sockets) libc.call.close(fd);
+  }
+});
+
+Deno.test("Poller: EPOLLERR for a connected UDP socket that meets a closed port", async () => {
+  const poller = new Poller(libc);
+  const { fd } = udpSocket();
+  const closed = udpSocket();
+  libc.call.close(closed.fd); // Its port is now closed: ICMP port unreachable.
+  try {
+    const error = Promise.withResolvers<number>();
+    poller.add(fd, EPOLLIN, (events) => {
+      error.resolve(events);
+      // Reading takes the error (ECONNREFUSED), which clears it.
+      recvText(fd);
+    });
+    const to = encodeIP("127.0.0.1", closed.port);
+    equal(libc.call.connect(fd, to, to.length), 0);
+    equal(Number(libc.call.send(fd, new Uint8Array(1), 1n, MSG_DONTWAIT)), 1);
+    equal((await error.promise) & EPOLLERR, EPOLLERR);
+  } finally {
+    await poller.close();
+    libc.call.close(fd);
+  }
+});
+
+Deno.test("Poller: add refuses what epoll cannot watch; close ends a pending wait", async () => {
+  const poller = new Poller(libc);
+  const { fd } = udpSocket();
+  try {
+    equal(poller.add(-1, EPOLLIN, () => {}), null);
+    equal(libc.errno(), 9, "EBADF");
+    equal(poller.size, 0);
+    // A wait is pending on a worker thread now; close() ends it (the test's op sanitizer
+    // fails if it were left behind).
+    poller.add(fd, EPOLLIN, () => {});
+    await poller.close();
+    await poller.close(); // Twice is harmless.
+  } finally {
+    libc.call.close(fd);
+  }
+});

@@ -13,12 +13,13 @@
 import { systemResolver } from "./resolve.ts";
 import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
-import { ERRNO, type Libc } from "./libc.ts";
+import { ERRNO } from "./errno.ts";
+import type { Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
 import { ThrottledLog } from "../service/log.ts";
 import { REFUSAL_LOG_INTERVAL_MS } from "../service/refusals.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
-import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
+import { EPOLLERR, EPOLLIN, type Poller } from "./poller.ts";
 import {
   AF_INET,
   AF_UNIX,
@@ -99,7 +100,7 @@ export interface RelayOptions {
 
 /** A passed datagram socket being served. */
 class DatagramListener {
-  token: number | null = null;
+  token = 0;
   /** Replies to its clients, sent together (`sendmmsg`) once the events at hand are handled. */
   readonly replies: MessageBatch;
   /** The target's address when it needs no lookup, shared by the sessions. */
@@ -143,7 +144,7 @@ function slotFor(family: number): number {
 /** One client of one listener, and its socket to the target. */
 class Session {
   fd = -1;
-  token: number | null = null;
+  token = 0;
   /** The backend's address, once known; and whether the socket is connected to it. */
   address: Uint8Array | null = null;
   connected = false;
@@ -215,11 +216,12 @@ export class Relay {
   #quietSince: number | null = null;
   #draining: (() => void) | null = null;
 
-  /** @throws {Error} when no epoll set can be had. */
-  constructor(libc: Libc, options: RelayOptions) {
+  /** Serves datagram sockets through `libc`, watched by the engine's `poller`. */
+  constructor(libc: Libc, poller: Poller, options: RelayOptions) {
     this.#libc = libc;
     this.#options = options;
-    this.#poller = new Poller(libc, () => this.#sendReplies());
+    this.#poller = poller;
+    poller.onBatchEnd(() => this.#sendReplies());
     this.#admission = new Admission({
       max: options.sessionsMax,
       perSource: options.sessionsPerSource,
@@ -270,8 +272,10 @@ export class Relay {
     const slot = Math.max(...this.#listeners.map((listener) => slotFor(listener.family)));
     this.#in = new MessageBatch(this.#libc, BATCH, slot);
     for (const listener of this.#listeners) {
-      listener.token = this.#poller.add(listener.fd, EPOLLIN, () => this.#readClients(listener));
-      if (listener.token === null) {
+      listener.token = this.#poller.add(listener.fd, EPOLLIN, {
+        ready: () => this.#readClients(listener),
+      });
+      if (listener.token === 0) {
         throw new Error(`cannot watch fd ${listener.fd} (errno ${this.#libc.errno()})`);
       }
     }
@@ -286,15 +290,15 @@ export class Relay {
       lines.flush();
     }
     for (const listener of this.#listeners) {
-      if (listener.token !== null) this.#poller.remove(listener.fd, listener.token);
-      listener.token = null;
+      if (listener.token !== 0) this.#poller.remove(listener.fd, listener.token);
+      listener.token = 0;
     }
   }
 
   /**
    * After {@link stopReading}: lets each session take its backend's replies until every
    * datagram it sent has had one, or its backend has been silent for {@link DRAIN_QUIET_MS}, for
-   * up to `timeoutMs` in all; then closes the rest and the relay.
+   * up to `timeoutMs` in all; then closes the rest.
    * @returns how many sessions were still open at the timeout.
    */
   async drain(timeoutMs: number): Promise<number> {
@@ -307,7 +311,6 @@ export class Relay {
     }
     const left = this.#sessions.size;
     for (const session of [...this.#sessions.values()]) this.#close(session);
-    await this.#poller.close();
     return left;
   }
 
@@ -410,7 +413,7 @@ export class Relay {
     session.token = this.#poller.add(
       session.fd,
       EPOLLIN,
-      (events) => this.#readBackend(session, events),
+      { ready: (events) => this.#readBackend(session, events) },
     );
     session.address = address;
     this.#tryConnect(session);
@@ -538,7 +541,7 @@ export class Relay {
   #close(session: Session): void {
     if (this.#sessions.get(session.key) !== session) return;
     this.#sessions.delete(session.key);
-    if (session.token !== null) this.#poller.remove(session.fd, session.token);
+    if (session.token !== 0) this.#poller.forget(session.token);
     if (session.fd >= 0) this.#libc.call.close(session.fd);
     session.fd = -1;
     this.#admission.release(session.source);

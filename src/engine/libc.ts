@@ -1,13 +1,18 @@
 /**
- * The C library, through Deno's FFI: the only module that uses it, for what Deno itself cannot
- * do with a datagram socket passed in (it adopts no datagram file descriptor, see the README).
+ * The C library, through Deno's FFI: the only module that opens it. The engine serves every
+ * socket through libc (Deno adopts no inherited file descriptor, and its own sockets cannot be
+ * driven from one event loop with the passed ones).
  *
- * Least privilege: {@link openLibc} opens libc with just the symbols the datagram relay needs,
- * and {@link dropFfi} then gives up Deno's FFI permission for good: the loaded symbols keep
+ * Least privilege: {@link openLibc} opens libc with just the symbols the engine needs, and
+ * {@link dropFfi} then gives up Deno's FFI permission for good: the loaded symbols keep
  * working, but no other library can be opened and no pointer made or read from JavaScript. The
- * few addresses the relay needs (of its own buffers, for `recvmmsg`/`sendmmsg`) come from libc
+ * few addresses the engine needs (of its own buffers, for `recvmmsg`/`sendmmsg`) come from libc
  * itself ({@link Libc.addressOf}), so no pointer API is ever needed, and a path-scoped
  * `--allow-ffi=/PATH/libc.so.6` is enough.
+ *
+ * Calls on the main thread never block: every socket the engine reads or writes is
+ * non-blocking. Byte counts are returned as `i32` (every buffer is far below 2 GiB), which
+ * saves a BigInt per call.
  * @module
  */
 
@@ -28,10 +33,18 @@ const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  /** fcntl(fd, cmd, arg): only F_GETFL and F_SETFL, with an int argument. */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "usize"], result: "i32" },
   sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
@@ -42,7 +55,6 @@ const SYMBOLS = {
   /** The same call, to look without waiting (timeout 0) on the main thread. */
   epoll_poll: { name: "epoll_wait", parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   __errno_location: { parameters: [], result: "usize" },
   /** memmove(p, p, 0) returns p: the address of a buffer of ours, without a pointer API. */
   address_of: { name: "memmove", parameters: ["buffer", "buffer", "usize"], result: "usize" },
@@ -52,17 +64,6 @@ const SYMBOLS = {
 
 /** The loaded symbols. */
 export type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-/**
- * Just enough to ask each passed socket its type, at start-up: every symbol costs Deno work
- * when a library is opened (about 0.5 ms of CPU each, measured), so the whole set is opened
- * only when a datagram socket was passed.
- */
-const PROBE_SYMBOLS = {
-  getsockopt: SYMBOLS.getsockopt,
-  __errno_location: SYMBOLS.__errno_location,
-  read_at: SYMBOLS.read_at,
-} as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc, opened. */
 export interface Libc {
@@ -75,15 +76,6 @@ export interface Libc {
   /** The address of `buffer`'s first byte (stable: array buffers do not move). */
   addressOf(buffer: Uint8Array): bigint;
 }
-
-/** Linux errno values the relay tells apart. */
-export const ERRNO = {
-  EINTR: 4,
-  EAGAIN: 11,
-  EMFILE: 24,
-  ENFILE: 23,
-  ECONNREFUSED: 111,
-} as const;
 
 /** Why libc could not be opened. */
 export type LibcProblem = { readonly kind: "no-permission" } | {
@@ -133,58 +125,6 @@ export function libcFlag(): string {
   return `--allow-ffi=${path ?? LIBC_CANDIDATES[0]}`;
 }
 
-/** What a passed file descriptor is, as far as serving it goes. */
-export type SocketKind =
-  | { readonly type: "stream" }
-  | { readonly type: "datagram"; readonly family: number }
-  | { readonly type: "other"; readonly why: string };
-
-/** What {@link classify} needs of libc. */
-export interface SocketProbe {
-  readonly call: Pick<LibcSymbols, "getsockopt">;
-  errno(): number;
-}
-
-const SOL_SOCKET = 1;
-const ENOTSOCK = 88;
-const SO_TYPE = 3;
-const SO_DOMAIN = 39;
-
-/** Asks the kernel what kind of socket `fd` is (SO_TYPE, SO_DOMAIN). */
-export function classify(libc: SocketProbe, fd: number): SocketKind {
-  const value = new Uint8Array(4);
-  const length = new Uint8Array(4);
-  const get = (option: number) => {
-    new DataView(length.buffer).setUint32(0, 4, true);
-    return libc.call.getsockopt(fd, SOL_SOCKET, option, value, length) < 0
-      ? null
-      : new DataView(value.buffer).getInt32(0, true);
-  };
-  const type = get(SO_TYPE);
-  if (type === null) {
-    const errno = libc.errno();
-    return { type: "other", why: errno === ENOTSOCK ? "not a socket" : `errno ${errno}` };
-  }
-  if (type === 2) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
-  if (type === 1) return { type: "stream" };
-  return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
-}
-
-/**
- * Asks each of `fds` its type, with a library of {@link PROBE_SYMBOLS} only, closed again at
- * once.
- */
-export function probeSockets(fds: readonly number[]): SocketKind[] | LibcProblem {
-  const opened = dlopen(PROBE_SYMBOLS);
-  if ("kind" in opened) return opened;
-  try {
-    const probe = { call: opened.symbols, errno: errnoReader(opened.symbols) };
-    return fds.map((fd) => classify(probe, fd));
-  } finally {
-    opened.close();
-  }
-}
-
 function dlopen<S extends Deno.ForeignLibraryInterface>(
   symbols: S,
 ): Deno.DynamicLibrary<S> | LibcProblem {
@@ -208,7 +148,7 @@ function errnoReader(call: Pick<LibcSymbols, "__errno_location" | "read_at">): (
   };
 }
 
-/** Opens libc, with every symbol the relay needs, where Deno's permissions allow it. */
+/** Opens libc, with every symbol the engine needs, where Deno's permissions allow it. */
 export function openLibc(): Libc | LibcProblem {
   const opened = dlopen(SYMBOLS);
   if ("kind" in opened) return opened;

@@ -1,23 +1,33 @@
 /**
- * Readiness of the datagram sockets: one epoll set for all of them, waited on by a worker
- * thread (libc's `epoll_wait` as a non-blocking FFI call) while the event loop goes on. While
- * events keep coming, the set is looked at again without waiting, on the main thread, which
- * saves the thread hop per batch under load. An idle proxy has one wait pending and nothing else:
- * no timer, no wake-up.
+ * Readiness of every socket the engine serves: one epoll set, waited on by a worker thread
+ * (libc's `epoll_wait` as a non-blocking FFI call) while the event loop goes on. While events
+ * keep coming, the set is looked at again without waiting, on the main thread, which saves the
+ * thread hop per batch under load. An idle engine has one wait pending and nothing else: no
+ * timer, no wake-up.
+ *
+ * Each registration has a token of its own, carried in the event's 64-bit data. Tokens are
+ * never reused (a counter good for 2^53 registrations, centuries at any rate a machine can
+ * open sockets), so an event taken for a socket that has since been closed, and whose number
+ * a new socket got, can never reach the new one's handler.
  * @module
  */
 import type { Libc } from "./libc.ts";
 
-/** epoll event bits. */
+/** epoll event bits: readable... */
 export const EPOLLIN = 0x001;
-/** An error is pending on the socket (an ICMP error on a connected UDP socket, say). */
+/** ...writable... */
+export const EPOLLOUT = 0x004;
+/** ...an error is pending (a reset, an ICMP error on a connected UDP socket, ...)... */
 export const EPOLLERR = 0x008;
+/** ...both directions are shut (or reset). ERR and HUP come whatever the interest. */
+export const EPOLLHUP = 0x010;
 
 const EPOLL_CLOEXEC = 0x80000;
 const EFD_CLOEXEC = 0x80000;
 const EFD_NONBLOCK = 0x800;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
+const EPOLL_CTL_MOD = 3;
 
 /** Events taken per wait. */
 const BATCH = 256;
@@ -37,31 +47,42 @@ const EMPTY_SPINS = 4;
 const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 const DATA_OFFSET = Deno.build.arch === "x86_64" ? 4 : 8;
 
-/** Called with the epoll event bits when a registered socket is ready. */
-export type ReadyHandler = (events: number) => void;
+const TWO_TO_32 = 2 ** 32;
+
+/** What the poller calls when a registered socket is ready, with the epoll event bits. */
+export interface Pollable {
+  ready(events: number): void;
+}
+
+/** Options for tests. */
+export interface PollerOptions {
+  /** The first token handed out (1 by default): a test seam for tokens past 2^32. */
+  readonly firstToken?: number;
+}
 
 /** An epoll set and its wait loop. */
 export class Poller {
   readonly #libc: Libc;
   readonly #epfd: number;
-  readonly #handlers = new Map<number, ReadyHandler>();
+  readonly #handlers = new Map<number, Pollable>();
   readonly #events = new Uint8Array(BATCH * EVENT_SIZE);
   readonly #view = new DataView(this.#events.buffer);
   readonly #one = new Uint8Array(EVENT_SIZE);
   readonly #oneView = new DataView(this.#one.buffer);
   /** An eventfd in the set, written to end a pending wait (token 0). */
   readonly #wake: number;
-  #nextToken = 1;
+  readonly #batchEnds: Array<() => void> = [];
+  #nextToken: number;
   #running = false;
   #closed = false;
   #stopped: Promise<void> = Promise.resolve();
+  /** `performance.now()` when the events at hand were taken. */
+  now: number = performance.now();
 
-  /**
-   * @param afterEvents called once the events taken by one wait have been handled.
-   * @throws {Error} when the kernel gives no epoll instance.
-   */
-  constructor(libc: Libc, private readonly afterEvents: () => void = () => {}) {
+  /** @throws {Error} when the kernel gives no epoll instance. */
+  constructor(libc: Libc, options: PollerOptions = {}) {
     this.#libc = libc;
+    this.#nextToken = options.firstToken ?? 1;
     this.#epfd = libc.call.epoll_create1(EPOLL_CLOEXEC);
     if (this.#epfd < 0) throw new Error(`epoll_create1 failed (errno ${libc.errno()})`);
     this.#wake = libc.call.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -73,28 +94,54 @@ export class Poller {
   }
 
   #control(op: number, fd: number, events: number, token: number): number {
-    this.#oneView.setUint32(0, events, true);
-    this.#oneView.setUint32(DATA_OFFSET, token, true);
-    this.#oneView.setUint32(DATA_OFFSET + 4, 0, true);
+    const view = this.#oneView;
+    view.setUint32(0, events, true);
+    view.setUint32(DATA_OFFSET, token >>> 0, true);
+    view.setUint32(DATA_OFFSET + 4, Math.floor(token / TWO_TO_32), true);
     return this.#libc.call.epoll_ctl(this.#epfd, op, fd, this.#one);
   }
 
+  /** Calls `hook` once the events taken by each wait or look have been handled. */
+  onBatchEnd(hook: () => void): void {
+    this.#batchEnds.push(hook);
+  }
+
   /**
-   * Watches `fd` for `events` (level-triggered) and calls `handler` while it is ready.
-   * @returns a token for {@link remove}, or null when epoll refused (errno says why).
+   * Watches `fd` for `events` (level-triggered; 0 still reports errors and hang-ups) and calls
+   * `handler` while it is ready.
+   * @returns a token for {@link modify}, {@link remove} and {@link forget}, or 0 when epoll
+   * refused (errno says why).
    */
-  add(fd: number, events: number, handler: ReadyHandler): number | null {
+  add(fd: number, events: number, handler: Pollable): number {
     const token = this.#nextToken++;
-    if (this.#control(EPOLL_CTL_ADD, fd, events, token) < 0) return null;
+    if (this.#control(EPOLL_CTL_ADD, fd, events, token) < 0) return 0;
     this.#handlers.set(token, handler);
     if (!this.#running) this.#run();
     return token;
   }
 
-  /** Stops watching `fd` (call before closing it); events already taken for it are dropped. */
+  /** Hands the registration under `token` over to `handler` (its events go there now). */
+  handOver(token: number, handler: Pollable): void {
+    this.#handlers.set(token, handler);
+  }
+
+  /** Changes what `fd` (registered under `token`) is watched for. */
+  modify(fd: number, token: number, events: number): void {
+    this.#control(EPOLL_CTL_MOD, fd, events, token);
+  }
+
+  /** Stops watching `fd` (call before closing a descriptor someone else also holds). */
   remove(fd: number, token: number): void {
     this.#handlers.delete(token);
     this.#control(EPOLL_CTL_DEL, fd, 0, 0);
+  }
+
+  /**
+   * Drops the handler of a descriptor about to be closed that nobody else holds (closing it
+   * takes it out of the set: no system call needed); events already taken for it are dropped.
+   */
+  forget(token: number): void {
+    this.#handlers.delete(token);
   }
 
   /** Sockets watched. */
@@ -136,11 +183,14 @@ export class Poller {
   }
 
   #dispatch(count: number): void {
+    this.now = performance.now();
+    const view = this.#view;
     for (let i = 0; i < count; i++) {
       const at = i * EVENT_SIZE;
-      const token = this.#view.getUint32(at + DATA_OFFSET, true);
-      this.#handlers.get(token)?.(this.#view.getUint32(at, true));
+      const token = view.getUint32(at + DATA_OFFSET, true) +
+        view.getUint32(at + DATA_OFFSET + 4, true) * TWO_TO_32;
+      this.#handlers.get(token)?.ready(view.getUint32(at, true));
     }
-    this.afterEvents();
+    for (const hook of this.#batchEnds) hook();
   }
 }

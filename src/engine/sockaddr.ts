@@ -11,6 +11,8 @@ export const AF_UNIX = 1;
 export const AF_INET = 2;
 /** IPv6. */
 export const AF_INET6 = 10;
+/** Virtual machine sockets. */
+export const AF_VSOCK = 40;
 
 /** The room any address needs (`sizeof(struct sockaddr_storage)`). */
 export const SOCKADDR_MAX = 128;
@@ -111,6 +113,16 @@ export function encodeUnix(name: string, abstract: boolean): Uint8Array {
   const address = new Uint8Array(2 + (abstract ? 1 : 0) + bytes.length + (abstract ? 0 : 1));
   new DataView(address.buffer).setUint16(0, AF_UNIX, true);
   address.set(bytes, abstract ? 3 : 2);
+  return address;
+}
+
+/** Encodes a vsock address (`struct sockaddr_vm`): context id `cid`, `port`. */
+export function encodeVsock(cid: number, port: number): Uint8Array {
+  const address = new Uint8Array(16);
+  const view = new DataView(address.buffer);
+  view.setUint16(0, AF_VSOCK, true);
+  view.setUint32(4, port, true);
+  view.setUint32(8, cid, true);
   return address;
 }
 

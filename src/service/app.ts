@@ -3,14 +3,10 @@
  * sockets; serve until stopped, idle or done; stop. Maps every failure to an exit code.
  * @module
  */
-import { ActivationError, CONNECTION_NAME, takeListenEnv } from "./activation.ts";
-import type { Socket } from "node:net";
-import { adopt, AdoptionError, type Listener, selfTest } from "../adopt.ts";
+import { ActivationError, takeListenEnv } from "./activation.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "../cli/cli.ts";
-import { connClient, type DataPath, socketClient } from "../client.ts";
 import { ConfigError, expandConfig } from "../cli/config.ts";
-import { formatListenAddress } from "../cli/address.ts";
-import { listenOn } from "../listen.ts";
+import { Engine } from "../engine/engine.ts";
 import {
   DeferredWriter,
   flushLog,
@@ -20,16 +16,14 @@ import {
   setLogWriter,
   writerFor,
 } from "./log.ts";
+import { IdleTimer } from "./idle.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
-import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
-import { Proxy } from "../proxy.ts";
+import { makePlan, type Plan, StartError } from "./plan.ts";
 import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
 import { StopSignals } from "./signals.ts";
-import type { Relay } from "../engine/datagrams.ts";
-import { sortSockets } from "../engine/sockets.ts";
-import { floorProblem, missingNotice } from "./runtime.ts";
+import { floorProblem } from "./runtime.ts";
 import { identify } from "./stdio.ts";
-import { atPort, formatTarget, type Target, type TargetSpec } from "../cli/target.ts";
+import { formatTarget, type TargetSpec } from "../cli/target.ts";
 import { formatTimespan } from "../cli/timespan.ts";
 import { VERSION } from "../cli/version.ts";
 
@@ -39,9 +33,6 @@ export { VERSION };
 export const EXIT_SUCCESS = 0;
 /** Exit status: any failure, as systemd-socket-proxyd uses it. */
 export const EXIT_FAILURE = 1;
-
-/** Environment variable that selects the client data path: "fast" (default) or "portable". */
-export const DATA_PATH_VARIABLE = "SOCKET_PROXYD_DATA_PATH";
 
 /** STATUS= updates are coalesced to at most one per this many milliseconds. */
 const STATUS_INTERVAL_MS = 250;
@@ -222,18 +213,6 @@ function permissionProblem(target: TargetSpec): string | null {
 }
 
 /**
- * The target for a listener on `port` (see `atPort`).
- * @throws {StartError} for "HOST:*" and a listener without a port, naming it.
- */
-function targetAt(spec: TargetSpec, port: number | null, listener: string): Target {
-  try {
-    return atPort(spec, port);
-  } catch (e) {
-    throw new StartError(`Cannot serve ${listener}: ${(e as Error).message}.`);
-  }
-}
-
-/**
  * Memory back after load: a full GC and a trim once the proxy rests (`reclaim.ts`), that is
  * once `atRest` says no connection and no datagram session is open.
  */
@@ -242,24 +221,15 @@ function reclaimer(atRest: () => boolean): Reclaimer {
   return new Reclaimer({ steps: [...gc === null ? [] : [gc], trimStep()], atRest });
 }
 
-/** The proxy serving a plan: its sockets, notifications to the service manager, and its end. */
+/** The proxy serving a plan: its engine, notifications to the service manager, and its end. */
 class Service {
   readonly #options: Options;
   readonly #plan: Plan;
   readonly #end: End;
-  readonly #dataPath: DataPath;
   readonly #notifier: Notifier;
-  readonly #proxy: Proxy;
-  /** Serves the datagram sockets passed in, if any. */
-  #relay: Relay | null = null;
-  /** Stop accepting, one per listener. */
-  readonly #closers: Array<() => void> = [];
-  /** What is forwarded where, for the start-up line. */
-  readonly #descriptions: string[] = [];
-  /** Connections passed in (Accept=yes, inetd), to serve once everything is open. */
-  readonly #connections: Array<{ socket: Socket; target: Target }> = [];
-  /** Serving only passed connections, no listener: serving ends when they are done. */
-  #onlyConnections = false;
+  #engine: Engine | null = null;
+  /** `--exit-idle-time`: armed while no connection and no datagram session is open. */
+  readonly #idle: IdleTimer;
   #statusTimer: ReturnType<typeof setTimeout> | undefined;
   /** Shared by the connections and the datagram sessions. */
   readonly #reclaimer: Reclaimer;
@@ -268,109 +238,49 @@ class Service {
     this.#options = options;
     this.#plan = plan;
     this.#end = end;
-    this.#dataPath = env(DATA_PATH_VARIABLE) === "portable" ? "portable" : "fast";
     this.#notifier = new Notifier(parseNotifySocket(env("NOTIFY_SOCKET")));
-    this.#reclaimer = reclaimer(() => this.#proxy.active === 0 && (this.#relay?.active ?? 0) === 0);
-    this.#proxy = new Proxy({
-      dataPath: this.#dataPath,
-      connectionsMax: options.connectionsMax,
-      whenFull: options.whenFull,
-      connectionsPerSource: options.connectionsPerSource,
-      exitIdleTimeUsec: options.exitIdleTimeUsec,
-      proxyProtocol: options.proxyProtocol,
-      connectTimeoutMs: options.connectTimeoutUsec / 1000,
-      idleTimeoutMs: options.idleTimeoutUsec / 1000,
-      keepalive: options.keepalive,
-      // Idle means no connection and no datagram session either.
-      onIdle: () => (this.#relay?.active ?? 0) === 0 && end.end("idle"),
-      onChange: () => this.#changed(),
-      reclaimer: this.#reclaimer,
-    });
+    this.#reclaimer = reclaimer(() => this.#openCount() === 0);
+    this.#idle = new IdleTimer(options.exitIdleTimeUsec, () => end.end("idle"));
+  }
+
+  get #engineOpen(): Engine {
+    return this.#engine!;
+  }
+
+  /** Connections and datagram sessions open now. */
+  #openCount(): number {
+    const engine = this.#engineOpen;
+    return engine.streams.active + (engine.datagrams?.active ?? 0);
   }
 
   /**
-   * Adopts the passed sockets, or listens on the `--listen` addresses.
+   * Opens the engine: the passed sockets, or our own `--listen` ones.
    * @throws {StartError} naming what could not be served.
    */
   async open(): Promise<void> {
-    const sorted = await sortSockets(this.#plan.sockets, {
-      proxyProtocol: this.#options.proxyProtocol,
-      sessionsMax: this.#options.connectionsMax,
-      sessionsPerSource: this.#options.connectionsPerSource,
-      idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,
-      onChange: () => this.#sessionsChanged(),
-      reclaimer: this.#reclaimer,
+    const options = this.#options;
+    const changed = () => this.#changed();
+    this.#engine = await Engine.open(this.#plan, {
+      proxyProtocol: options.proxyProtocol,
+      streams: {
+        connectionsMax: options.connectionsMax,
+        whenFull: options.whenFull,
+        connectionsPerSource: options.connectionsPerSource,
+        proxyProtocol: options.proxyProtocol,
+        connectTimeoutMs: options.connectTimeoutUsec / 1000,
+        idleTimeoutMs: options.idleTimeoutUsec / 1000,
+        keepalive: options.keepalive,
+        onChange: changed,
+        reclaimer: this.#reclaimer,
+      },
+      datagrams: {
+        sessionsMax: options.connectionsMax,
+        sessionsPerSource: options.connectionsPerSource,
+        idleTimeoutMs: options.sessionIdleTimeoutUsec / 1000,
+        onChange: changed,
+        reclaimer: this.#reclaimer,
+      },
     });
-    this.#relay = sorted.relay;
-    this.#descriptions.push(...sorted.descriptions);
-    await this.#testAdoption(sorted.streams);
-    const listeners: Listener[] = [];
-    try {
-      await this.#adoptPassed(sorted.streams, listeners);
-      await this.#listenOwn();
-    } catch (e) {
-      for (const close of this.#closers) close();
-      if (e instanceof StartError) throw e;
-      if (e instanceof AdoptionError) throw new StartError(e.message);
-      throw new StartError(`Cannot listen: ${(e as Error).message}`);
-    }
-    const notice = missingNotice(Deno.version.deno, {
-      fastPath: this.#dataPath === "fast" ? listeners.flatMap((l) => l.fastPathMissing ?? []) : [],
-      recovery: listeners.flatMap((l) => l.recoveryMissing ?? []),
-    });
-    if (notice !== null) log("warning", notice);
-  }
-
-  /** Before listening sockets are adopted: does this Deno serve an adopted socket at all? */
-  async #testAdoption(streams: readonly PlannedSocket[]): Promise<void> {
-    if (streams.every(({ socket }) => socket.name === CONNECTION_NAME)) return;
-    const failure = await selfTest();
-    if (failure === null) return;
-    throw new StartError(
-      `This Deno (${Deno.version.deno}) cannot serve the sockets passed in: its self-test ` +
-        `says ${failure}. Use another Deno release (see the README's table), or the ` +
-        "socket-proxyd package, which brings the one it is tested with.",
-    );
-  }
-
-  async #adoptPassed(streams: readonly PlannedSocket[], listeners: Listener[]): Promise<void> {
-    for (const { socket, target } of streams) {
-      // For "HOST:*", the port is the listener's: known once it is adopted, before any client.
-      let to: Target | null = target.kind === "same-port" ? null : target;
-      const adopted = await adopt(
-        socket,
-        (client, listener) =>
-          this.#proxy.admit(
-            socketClient(client, this.#dataPath),
-            to ??= atPort(target, listener.port),
-          ),
-      );
-      const where = `fd ${socket.fd} ("${socket.name}")`;
-      if (adopted.kind === "listener") {
-        const { listener } = adopted;
-        listeners.push(listener);
-        this.#closers.push(listener.close);
-        to = targetAt(target, listener.port, `the socket on ${where}`);
-        const described = `${listener.address} (fd ${socket.fd}, "${socket.name}")`;
-        this.#descriptions.push(`${described} to ${formatTarget(to)}`);
-      } else {
-        to = targetAt(target, adopted.socket.localPort ?? null, `the connection on ${where}`);
-        this.#connections.push({ socket: adopted.socket, target: to });
-        this.#descriptions.push(`connection on fd ${socket.fd} to ${formatTarget(to)}`);
-      }
-    }
-  }
-
-  async #listenOwn(): Promise<void> {
-    const spec = this.#plan.listenTarget;
-    if (spec === null) return;
-    for (const address of this.#plan.listen) {
-      const port = address.kind === "tcp" ? address.port : null;
-      const target = targetAt(spec, port, `--listen=${formatListenAddress(address)}`);
-      const own = await listenOn(address, (conn) => this.#proxy.admit(connClient(conn), target));
-      this.#closers.push(own.close);
-      this.#descriptions.push(`${own.address} to ${formatTarget(target)}`);
-    }
   }
 
   /**
@@ -379,9 +289,10 @@ class Service {
    */
   async serve(): Promise<Ending> {
     const options = this.#options;
+    const engine = this.#engineOpen;
     log(
       "info",
-      `Forwarding ${this.#descriptions.join(", ")}; at most ${options.connectionsMax} ` +
+      `Forwarding ${engine.descriptions.join(", ")}; at most ${options.connectionsMax} ` +
         "connections" +
         (options.whenFull === "wait" ? ", more waiting in arrival order" : "") +
         (options.connectionsPerSource === null
@@ -391,13 +302,8 @@ class Service {
           ? "."
           : `, exiting after ${formatTimespan(options.exitIdleTimeUsec)} idle.`),
     );
-    this.#onlyConnections = this.#closers.length === 0 && this.#relay === null;
-    // A passed connection is already being read by node:net, so it stays on the portable path.
-    for (const c of this.#connections) {
-      this.#proxy.admit(socketClient(c.socket, "portable"), c.target);
-    }
-    if (!this.#onlyConnections) this.#proxy.start();
-    this.#relay?.start();
+    engine.start();
+    if (!engine.onlyConnections) this.#idle.arm();
     this.#notifier.send(`READY=1\nSTATUS=${this.#status()}`);
     Deno.unrefTimer(setTimeout(() => logWriter.settle(), LOG_DECISION_DELAY_MS));
     const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
@@ -415,11 +321,11 @@ class Service {
    * @returns the exit status.
    */
   async stop(why: Ending): Promise<number> {
-    for (const close of this.#closers) close();
-    this.#relay?.stopReading();
+    const engine = this.#engineOpen;
+    engine.stopAccepting();
+    this.#idle.disarm();
     clearTimeout(this.#statusTimer);
-    const proxy = this.#proxy;
-    proxy.flushLogs();
+    engine.streams.flushLogs();
     await this.#notifier.send(`STOPPING=1\nSTATUS=Stopping: ${this.#counts()}`);
     let exitStatus = EXIT_SUCCESS;
     if (why === "idle") {
@@ -429,70 +335,78 @@ class Service {
           `${this.#refusedClause()}.`,
       );
     } else if (why === "done") {
-      if (proxy.failed > 0) exitStatus = EXIT_FAILURE;
+      if (engine.streams.failed > 0) exitStatus = EXIT_FAILURE;
     } else {
       await this.#drain(why);
     }
-    // Idle or done: no session is open, and nothing waits on the relay.
-    await this.#relay?.drain(0);
+    // Idle or done: no connection or session is open, and nothing waits.
+    await Promise.all([engine.streams.drain(0), engine.datagrams?.drain(0)]);
+    await engine.close();
     this.#notifier.close();
     return exitStatus;
   }
 
   /** "; 12 refused (...)", or "" when none was refused. */
   #refusedClause(): string {
-    const refused = this.#proxy.refused;
+    const refused = this.#engineOpen.streams.refused;
     return refused === "" ? "" : `; ${refused}`;
   }
 
   async #drain(signal: Ending): Promise<void> {
-    const proxy = this.#proxy;
+    const { streams, datagrams } = this.#engineOpen;
     const timeoutUsec = this.#options.drainTimeoutUsec;
     log(
       "info",
-      `Received ${signal}, stopping: no longer accepting; ${proxy.active} connection(s) open` +
-        (proxy.waiting > 0 ? ` and ${proxy.waiting} waiting` : "") +
+      `Received ${signal}, stopping: no longer accepting; ${streams.active} connection(s) open` +
+        (streams.waiting > 0 ? ` and ${streams.waiting} waiting` : "") +
         `, waiting up to ${formatTimespan(timeoutUsec)} for them to finish.`,
     );
-    const relay = this.#relay;
     const [cut, cutSessions] = await Promise.all([
-      proxy.drain(timeoutUsec / 1000),
-      relay?.drain(timeoutUsec / 1000) ?? 0,
+      streams.drain(timeoutUsec / 1000),
+      datagrams?.drain(timeoutUsec / 1000) ?? 0,
     ]);
-    proxy.flushLogs();
+    streams.flushLogs();
     const closed = [
       ...(cut.open > 0 ? [`${cut.open} still open`] : []),
       ...(cut.waiting > 0 ? [`${cut.waiting} still waiting`] : []),
     ];
     log(
       "info",
-      `Stopped: ${proxy.served} connection(s) served, ` +
+      `Stopped: ${streams.served} connection(s) served, ` +
         (closed.length > 0
           ? `${closed.join(" and ")} after the drain timeout closed`
           : "none cut off") +
-        `${this.#refusedClause()}` +
-        (relay === null ? "." : `; ${this.#sessionCounts()}, ` +
+        `${this.#failedClause()}${this.#refusedClause()}` +
+        (datagrams === null ? "." : `; ${this.#sessionCounts()}, ` +
           (cutSessions > 0 ? `${cutSessions} cut off by the drain timeout.` : "none cut off.")),
     );
   }
 
+  /** ", 3 failed to reach the target", or "" when none failed. */
+  #failedClause(): string {
+    const failed = this.#engineOpen.streams.failed;
+    return failed === 0 ? "" : `, ${failed} failed to reach the target`;
+  }
+
   /**
-   * "3 active, 2 waiting, 10 served, 4 refused (...)" (waiting only with --when-full=wait),
-   * and with datagram sockets their sessions and datagrams, for STATUS= lines.
+   * "3 active, 2 waiting, 10 served, 1 failed, 4 refused (...)" (waiting only with
+   * --when-full=wait, failed and refused once there are some), and with datagram sockets their
+   * sessions and datagrams, for STATUS= lines.
    */
   #counts(): string {
-    const proxy = this.#proxy;
-    const streams = [
-      `${proxy.active} active`,
-      ...(this.#options.whenFull === "wait" ? [`${proxy.waiting} waiting`] : []),
-      `${proxy.served} served`,
-      ...(proxy.refused === "" ? [] : [proxy.refused]),
+    const { streams, datagrams } = this.#engineOpen;
+    const counts = [
+      `${streams.active} active`,
+      ...(this.#options.whenFull === "wait" ? [`${streams.waiting} waiting`] : []),
+      `${streams.served} served`,
+      ...(streams.failed === 0 ? [] : [`${streams.failed} failed`]),
+      ...(streams.refused === "" ? [] : [streams.refused]),
     ].join(", ");
-    return this.#relay === null ? streams : `${streams}; ${this.#sessionCounts()}`;
+    return datagrams === null ? counts : `${counts}; ${this.#sessionCounts()}`;
   }
 
   #sessionCounts(): string {
-    const relay = this.#relay!;
+    const relay = this.#engineOpen.datagrams!;
     const { sessions, forwarded, returned, dropped, refused } = relay.counts;
     const reasons = [
       ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
@@ -503,20 +417,21 @@ class Service {
       (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
   }
 
-  /** Datagram sessions came or went: when none is left, the idle span starts again. */
-  #sessionsChanged(): void {
-    if (this.#relay?.active === 0 && this.#proxy.active === 0) this.#proxy.start();
-    this.#changed();
-  }
-
   #status(): string {
     const forwardsTo = this.#plan.targets.map(formatTarget).join(", ");
     return `Forwarding to ${forwardsTo}: ${this.#counts()}`;
   }
 
-  /** The number of open connections changed: maybe done; a STATUS= update soon. */
+  /**
+   * Connections or sessions came or went: the idle span starts again when none is left (and,
+   * inetd style, serving is done); a STATUS= update soon.
+   */
   #changed(): void {
-    if (this.#onlyConnections && this.#proxy.active === 0) this.#end.end("done");
+    const engine = this.#engine;
+    if (engine === null) return;
+    if (this.#openCount() > 0 || engine.streams.waiting > 0) this.#idle.disarm();
+    else if (engine.onlyConnections) this.#end.end("done");
+    else this.#idle.arm();
     if (!this.#notifier.enabled || this.#statusTimer !== undefined) return;
     this.#statusTimer = setTimeout(() => {
       this.#statusTimer = undefined;

@@ -6,7 +6,6 @@
  * @module
  */
 import type { Refusal } from "./admission.ts";
-import type { Client } from "../client.ts";
 import { flushLog, ThrottledLog } from "./log.ts";
 
 /**
@@ -45,14 +44,14 @@ export class Refusals {
   }
 
   /**
-   * Counts and logs a refusal and closes the client: at once when its line is held back, else
+   * Counts and logs a refusal and closes the client (`close`): at once when its line is held back, else
    * once the line is written (or after {@link REFUSAL_LOG_WAIT_MS}).
    * @param message the log line, built only when it is written.
    */
-  refuse(client: Client, reason: Refusal, message: () => string): void {
+  refuse(close: () => void, reason: Refusal, message: () => string): void {
     this.#counts[reason]++;
-    if (!this.#logs[reason].hit(message)) return client.refuse();
-    flushLog(REFUSAL_LOG_WAIT_MS).then(() => client.refuse());
+    if (!this.#logs[reason].hit(message)) return close();
+    flushLog(REFUSAL_LOG_WAIT_MS).then(close);
   }
 
   /** Writes the counts held back now (at stop). */

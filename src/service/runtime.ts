@@ -1,7 +1,6 @@
 /**
- * The Deno we run on: the oldest release that serves the sockets a service manager passes in, and
- * what to say when the one running is older, or lacks private APIs that the program uses when
- * they are there. Pure: the version and what is missing are given.
+ * The Deno we run on: the oldest release the program is tested on, and what to say when the one
+ * running is older. Pure: the version is given.
  *
  * The floor was measured by running the program under every minor release from 2.0 to 2.9
  * (README, "Run from a URL"): before 2.7.12 `node:net` cannot adopt a file descriptor at all;
@@ -43,33 +42,4 @@ export function floorProblem(version: string): string | null {
     "whose node:net serves the sockets a service manager passes in (older ones cannot adopt " +
     "them, or adopt them without serving them). Upgrade Deno (deno upgrade), or install the " +
     "socket-proxyd package, which brings its own.";
-}
-
-/** Private APIs this Deno lacks, by what they are for. */
-export interface Missing {
-  /** For the fast data path of TCP clients (see `fastpath.ts`). */
-  readonly fastPath: readonly string[];
-  /** For getting listeners going again after running out of file descriptors (`rearm.ts`). */
-  readonly recovery: readonly string[];
-}
-
-/** The one start-up line about missing private APIs; null when nothing is missing. */
-export function missingNotice(version: string, missing: Missing): string | null {
-  const fastPath = [...new Set(missing.fastPath)];
-  const recovery = [...new Set(missing.recovery)];
-  if (fastPath.length === 0 && recovery.length === 0) return null;
-  const consequences = [];
-  if (fastPath.length > 0) {
-    consequences.push(
-      `without ${fastPath.join(" and ")}, TCP clients take the portable data path (slower)`,
-    );
-  }
-  if (recovery.length > 0) {
-    consequences.push(
-      `without ${recovery.join(" and ")}, a listener that runs out of file descriptors may ` +
-        "stop accepting until a restart (keep LimitNOFILE= above twice --connections-max)",
-    );
-  }
-  return `This Deno (${version}) lacks private APIs that socket-proxyd uses when it can: ` +
-    `${consequences.join("; ")}. Forwarding is not affected otherwise.`;
 }

@@ -2,7 +2,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../../src/service/log.ts";
 import { Relay, type RelayOptions } from "../../src/engine/datagrams.ts";
 import { Reclaimer, REST_MS } from "../../src/service/reclaim.ts";
-import { classify } from "../../src/engine/libc.ts";
+import { Poller } from "../../src/engine/poller.ts";
 import { encodeUnix } from "../../src/engine/sockaddr.ts";
 import type { Target } from "../../src/cli/target.ts";
 import { libc, socketOf, udpSocket } from "./libc_udp.ts";
@@ -21,7 +21,8 @@ function relayOn(target: Target, options: Partial<RelayOptions> = {}) {
     flush: () => Promise.resolve(),
   };
   setLogWriter(writer);
-  const relay: Relay = new Relay(libc, {
+  const poller = new Poller(libc);
+  const relay: Relay = new Relay(libc, poller, {
     sessionsMax: 256,
     sessionsPerSource: null,
     idleTimeoutMs: 60_000,
@@ -38,25 +39,12 @@ function relayOn(target: Target, options: Partial<RelayOptions> = {}) {
     lines,
     async close() {
       await relay.drain(0);
+      await poller.close();
       libc.call.close(listener.fd);
       setLogWriter(writerFor("stderr"));
     },
   };
 }
-
-Deno.test("classify: a UDP socket is a datagram one of its family; TCP is stream; -1 is none", () => {
-  const udp = udpSocket();
-  const udp6 = udpSocket("::1");
-  const tcp = socketOf(2, 1);
-  try {
-    deepEqual(classify(libc, udp.fd), { type: "datagram", family: 2 });
-    deepEqual(classify(libc, udp6.fd), { type: "datagram", family: 10 });
-    deepEqual(classify(libc, tcp), { type: "stream" });
-    deepEqual(classify(libc, -1), { type: "other", why: "errno 9" });
-  } finally {
-    for (const fd of [udp.fd, udp6.fd, tcp]) libc.call.close(fd);
-  }
-});
 
 Deno.test("Relay: one session per client, replies from the listener, counted", async () => {
   const backend = udpEcho();
@@ -312,7 +300,8 @@ Deno.test("Relay: a Unix client keeps its one session whatever other clients' na
   const path = `${dir}/listener`;
   const address = encodeUnix(path, false);
   equal(libc.call.bind(listener, address, address.length), 0);
-  const relay = new Relay(libc, {
+  const poller = new Poller(libc);
+  const relay = new Relay(libc, poller, {
     sessionsMax: 16,
     sessionsPerSource: null,
     idleTimeoutMs: 60_000,
@@ -341,6 +330,7 @@ Deno.test("Relay: a Unix client keeps its one session whatever other clients' na
     });
   } finally {
     await relay.drain(0);
+    await poller.close();
     for (const client of clients) client.close();
     libc.call.close(listener);
     await backend.close();

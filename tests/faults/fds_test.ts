@@ -1,9 +1,9 @@
 /**
  * Fault: file descriptors run out. The real proxy runs under `ulimit -n 64` and gets far more
  * clients than it has descriptors for: it must not crash, must not spin on a listener that
- * keeps waking, and must serve again as soon as descriptors are free. Covers a passed TCP
- * listener and a passed Unix listener (each recovered differently, see src/rearm.ts) and the
- * proxy's own `--listen` socket.
+ * keeps waking, and must serve again as soon as descriptors are free (an accept that fails with
+ * EMFILE rests its listener for a moment, see src/engine/streams.ts). Covers a passed TCP
+ * listener, a passed Unix listener and the proxy's own `--listen` socket.
  */
 import { equal, ok } from "node:assert/strict";
 import { echoBackend, freePort, tempSocketPath, writeAll } from "../integration/harness.ts";

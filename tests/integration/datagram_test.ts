@@ -177,8 +177,8 @@ Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kd
   try {
     await proxy.waitForLog(
       new RegExp(
-        `Forwarding 127\\.0\\.0\\.1:${port} \\(fd 4, "dns-udp", datagrams\\) to 127\\.0\\.0\\.1:` +
-          `${dns.port}, 127\\.0\\.0\\.1:${port} \\(fd 3, "dns-tcp"\\) to`,
+        `Forwarding 127\\.0\\.0\\.1:${port} \\(fd 3, "dns-tcp"\\) to 127\\.0\\.0\\.1:${dns.port}, ` +
+          `127\\.0\\.0\\.1:${port} \\(fd 4, "dns-udp", datagrams\\) to`,
       ),
     );
     const server = ["@127.0.0.1", "-p", String(port)];
@@ -312,7 +312,7 @@ Deno.test("refused at start: --proxy-protocol or a vsock target with a datagram 
   }
 });
 
-Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", async () => {
+Deno.test("without --allow-ffi the proxy refuses to start, naming the flag (a datagram socket passed)", async () => {
   const port = freeUdpPort();
   const permissions = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).permissions.proxy;
   const proxy = await startProxy({
@@ -339,9 +339,8 @@ Deno.test("without --allow-ffi a datagram socket is refused, naming the flag", a
     match(
       stderr,
       new RegExp(
-        'Passed in socket fd 3 \\(name "unknown"\\) is not a listening or connected stream ' +
-          "socket \\(.*\\); if it is a datagram socket \\(ListenDatagram=\\), give Deno " +
-          "--allow-ffi=/lib/x86_64-linux-gnu/libc\\.so\\.6 to serve it",
+        "socket-proxyd serves its sockets through the C library, which Deno's permissions do " +
+          "not let it open: add --allow-ffi=/lib/x86_64-linux-gnu/libc\\.so\\.6 to the deno flags",
       ),
     );
   } finally {

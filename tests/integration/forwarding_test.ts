@@ -20,8 +20,6 @@ import {
   writeAll,
 } from "./harness.ts";
 
-const DATA_PATHS = ["fast", "portable"] as const;
-
 async function withProxy(
   proxyStart: Parameters<typeof startProxy>[0],
   body: (proxy: Process) => Promise<void>,
@@ -34,140 +32,136 @@ async function withProxy(
   }
 }
 
-for (const dataPath of DATA_PATHS) {
-  const env = { SOCKET_PROXYD_DATA_PATH: dataPath };
-
-  Deno.test(`[${dataPath}] TCP IPv4 target: bytes echo back exactly`, async () => {
-    const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async (proxy) => {
-      const payload = pseudoRandomBytes(100_000);
-      assertEquals(await roundTrip({ hostname: "127.0.0.1", port }, payload), payload);
-      await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/);
-    });
-    await backend.close();
+Deno.test(`TCP IPv4 target: bytes echo back exactly`, async () => {
+  const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy({ listen: [`127.0.0.1:${port}`], args: [target] }, async (proxy) => {
+    const payload = pseudoRandomBytes(100_000);
+    assertEquals(await roundTrip({ hostname: "127.0.0.1", port }, payload), payload);
+    await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown"\) to 127\.0\.0\.1:\d+/);
   });
+  await backend.close();
+});
 
-  Deno.test(`[${dataPath}] bulk integrity: 64 MiB each way at once`, async () => {
-    const size = 64 * 1024 * 1024;
-    const up = pseudoRandomBytes(size, 7);
-    const down = pseudoRandomBytes(size, 11);
-    let receivedHash = "";
-    const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
-      const [received] = await Promise.all([
-        readAll(conn),
-        writeAll(conn, down).then(() => conn.closeWrite()),
-      ]);
-      receivedHash = await sha256(received);
-    });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async () => {
-      const back = await roundTrip({ hostname: "127.0.0.1", port }, up);
-      assertEquals(back.length, size);
-      assertEquals(await sha256(back), await sha256(down));
-    });
-    await backend.close();
-    assertEquals(receivedHash, await sha256(up));
+Deno.test(`bulk integrity: 64 MiB each way at once`, async () => {
+  const size = 64 * 1024 * 1024;
+  const up = pseudoRandomBytes(size, 7);
+  const down = pseudoRandomBytes(size, 11);
+  let receivedHash = "";
+  const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
+    const [received] = await Promise.all([
+      readAll(conn),
+      writeAll(conn, down).then(() => conn.closeWrite()),
+    ]);
+    receivedHash = await sha256(received);
   });
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy({ listen: [`127.0.0.1:${port}`], args: [target] }, async () => {
+    const back = await roundTrip({ hostname: "127.0.0.1", port }, up);
+    assertEquals(back.length, size);
+    assertEquals(await sha256(back), await sha256(down));
+  });
+  await backend.close();
+  assertEquals(receivedHash, await sha256(up));
+});
 
-  Deno.test(`[${dataPath}] half-close, client first: the reply still arrives`, async () => {
-    // The backend reads to end of stream, then answers: only works if our EOF is a half-close.
-    const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
-      const request = await readAll(conn);
-      await writeAll(conn, new TextEncoder().encode(`got ${request.length} bytes`));
-      await conn.closeWrite();
-    });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async () => {
-      const back = await roundTrip({ hostname: "127.0.0.1", port }, pseudoRandomBytes(300_000));
-      assertEquals(new TextDecoder().decode(back), "got 300000 bytes");
-    });
-    await backend.close();
+Deno.test(`half-close, client first: the reply still arrives`, async () => {
+  // The backend reads to end of stream, then answers: only works if our EOF is a half-close.
+  const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
+    const request = await readAll(conn);
+    await writeAll(conn, new TextEncoder().encode(`got ${request.length} bytes`));
+    await conn.closeWrite();
   });
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy({ listen: [`127.0.0.1:${port}`], args: [target] }, async () => {
+    const back = await roundTrip({ hostname: "127.0.0.1", port }, pseudoRandomBytes(300_000));
+    assertEquals(new TextDecoder().decode(back), "got 300000 bytes");
+  });
+  await backend.close();
+});
 
-  Deno.test(`[${dataPath}] half-close, backend first: the client can still send`, async () => {
-    const late = Promise.withResolvers<string>();
-    const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
-      await writeAll(conn, new TextEncoder().encode("banner"));
-      await conn.closeWrite(); // Done talking, still listening.
-      late.resolve(new TextDecoder().decode(await readAll(conn)));
-    });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async () => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      assertEquals(new TextDecoder().decode(await readAll(conn)), "banner"); // EOF seen...
-      await writeAll(conn, new TextEncoder().encode("written after the backend's EOF"));
-      await conn.closeWrite();
-      assertEquals(await late.promise, "written after the backend's EOF");
-      conn.close();
-    });
-    await backend.close();
+Deno.test(`half-close, backend first: the client can still send`, async () => {
+  const late = Promise.withResolvers<string>();
+  const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
+    await writeAll(conn, new TextEncoder().encode("banner"));
+    await conn.closeWrite(); // Done talking, still listening.
+    late.resolve(new TextDecoder().decode(await readAll(conn)));
   });
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy({ listen: [`127.0.0.1:${port}`], args: [target] }, async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    assertEquals(new TextDecoder().decode(await readAll(conn)), "banner"); // EOF seen...
+    await writeAll(conn, new TextEncoder().encode("written after the backend's EOF"));
+    await conn.closeWrite();
+    assertEquals(await late.promise, "written after the backend's EOF");
+    conn.close();
+  });
+  await backend.close();
+});
 
-  Deno.test(`[${dataPath}] 300 concurrent connections each echo their own bytes`, async () => {
-    const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy(
-      { listen: [`127.0.0.1:${port}`], args: ["--connections-max=300", target], env },
-      async () => {
-        const results = await Promise.all(
-          Array.from({ length: 300 }, async (_, i) => {
-            const payload = pseudoRandomBytes(10_000 + i, i + 1);
-            const back = await roundTrip({ hostname: "127.0.0.1", port }, payload);
-            return back.length === payload.length && back.every((b, j) => b === payload[j]);
-          }),
-        );
-        assertEquals(results.filter((ok) => !ok).length, 0);
-      },
-    );
-    await backend.close();
-  });
+Deno.test(`300 concurrent connections each echo their own bytes`, async () => {
+  const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy(
+    { listen: [`127.0.0.1:${port}`], args: ["--connections-max=300", target] },
+    async () => {
+      const results = await Promise.all(
+        Array.from({ length: 300 }, async (_, i) => {
+          const payload = pseudoRandomBytes(10_000 + i, i + 1);
+          const back = await roundTrip({ hostname: "127.0.0.1", port }, payload);
+          return back.length === payload.length && back.every((b, j) => b === payload[j]);
+        }),
+      );
+      assertEquals(results.filter((ok) => !ok).length, 0);
+    },
+  );
+  await backend.close();
+});
 
-  Deno.test(`[${dataPath}] a client reset closes the backend connection promptly`, async () => {
-    const backendDone = Promise.withResolvers<string>();
-    const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
-      try {
-        await readAll(conn);
-        backendDone.resolve("closed");
-      } catch (e) {
-        backendDone.resolve((e as Error).name);
-      }
-    });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async () => {
-      const client = net.connect({ host: "127.0.0.1", port });
-      await new Promise((resolve) => client.once("connect", resolve));
-      client.write("some bytes, then a reset");
-      await backend.waitForAccepted(1);
-      client.resetAndDestroy();
-      assert(["closed", "ConnectionReset"].includes(await backendDone.promise));
-    });
-    await backend.close();
+Deno.test(`a client reset closes the backend connection promptly`, async () => {
+  const backendDone = Promise.withResolvers<string>();
+  const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
+    try {
+      await readAll(conn);
+      backendDone.resolve("closed");
+    } catch (e) {
+      backendDone.resolve((e as Error).name);
+    }
   });
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy({ listen: [`127.0.0.1:${port}`], args: [target] }, async () => {
+    const client = net.connect({ host: "127.0.0.1", port });
+    await new Promise((resolve) => client.once("connect", resolve));
+    client.write("some bytes, then a reset");
+    await backend.waitForAccepted(1);
+    client.resetAndDestroy();
+    assert(["closed", "ConnectionReset"].includes(await backendDone.promise));
+  });
+  await backend.close();
+});
 
-  Deno.test(`[${dataPath}] a backend reset closes the client promptly`, async () => {
-    const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
-      await readExactly(conn, 5);
-      // Unread data pending at close makes the kernel send a reset.
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    });
-    const port = freePort();
-    const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-    await withProxy({ listen: [`127.0.0.1:${port}`], args: [target], env }, async () => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeAll(conn, new TextEncoder().encode("hello and more that nobody reads"));
-      await expectClosed(conn);
-      conn.close();
-    });
-    await backend.close();
+Deno.test(`a backend reset closes the client promptly`, async () => {
+  const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
+    await readExactly(conn, 5);
+    // Unread data pending at close makes the kernel send a reset.
+    await new Promise((resolve) => setTimeout(resolve, 50));
   });
-}
+  const port = freePort();
+  const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
+  await withProxy({ listen: [`127.0.0.1:${port}`], args: [target] }, async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode("hello and more that nobody reads"));
+    await expectClosed(conn);
+    conn.close();
+  });
+  await backend.close();
+});
 
 Deno.test("TCP IPv6 target in brackets", async () => {
   const backend = echoBackend({ hostname: "::1", port: 0 });

@@ -7,24 +7,22 @@
 # For each VERSION (Deno from npm; npx keeps it in ~/.npm/_npx, so later runs download nothing):
 #   - below the floor (DENO_FLOOR in src/service/runtime.ts): the program must refuse, exit 1, with the
 #     message that names the floor and VERSION, before it serves anything;
-#   - at or above it: the integration tests of forwarding and half-close (fast and portable
-#     paths), adoption and activation edges, inetd style, running from a URL, the runtime checks
-#     (private APIs missing, a Deno that adopts without serving), recovery from running out
-#     of file descriptors and datagram sockets (libc through FFI, FFI given up before serving),
-#     with the program run by VERSION (SOCKET_PROXYD_TEST_DENO).
+#   - at or above it: the integration tests of forwarding and half-close, activation edges,
+#     inetd style, running from a URL, recovery from running out of file descriptors and
+#     datagram sockets (every socket through libc by FFI, FFI given up before serving), with the
+#     program run by VERSION (SOCKET_PROXYD_TEST_DENO).
 # Checks for (as root, installs) the tools the tests drive first, as `deno task test` does.
 # Prints one summary line per version and exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
 
-[ "$#" -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ "$#" -gt 0 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
 tests=(
   tests/integration/forwarding_test.ts
   tests/integration/startup_test.ts
   tests/integration/inetd_test.ts
   tests/integration/url_test.ts
-  tests/integration/runtime_test.ts
   tests/faults/fds_test.ts
   tests/integration/datagram_test.ts
 )

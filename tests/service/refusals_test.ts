@@ -1,18 +1,10 @@
 import { deepEqual, equal } from "node:assert/strict";
-import type { Client } from "../../src/client.ts";
 import { type Level, setLogWriter, writerFor } from "../../src/service/log.ts";
 import { REFUSAL_LOG_WAIT_MS, Refusals } from "../../src/service/refusals.ts";
 
-/** A client that records when it is refused, among the other events. */
-function client(events: string[], name: string): Client {
-  return {
-    remote: null,
-    local: null,
-    open: () => {
-      throw new Error("a refused client is never opened");
-    },
-    refuse: () => events.push(`closed ${name}`),
-  };
+/** Closing a client: records when it is refused, among the other events. */
+function client(events: string[], name: string): () => void {
+  return () => events.push(`closed ${name}`);
 }
 
 /** A log writer whose flush resolves only when the test says the line is written. */
@@ -66,7 +58,7 @@ Deno.test("Refusals: a line that is never written costs its client a bounded wai
     const started = performance.now();
     const closed = Promise.withResolvers<void>();
     new Refusals().refuse(
-      { ...client(events, "c"), refuse: () => closed.resolve() },
+      () => closed.resolve(),
       "source",
       () => "Hit per-source connection limit",
     );

@@ -1,14 +1,8 @@
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match } from "node:assert/strict";
 // fast-check is imported inline: deno.json has no import map for test-only dependencies.
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
-import {
-  DENO_FLOOR,
-  floorProblem,
-  isBelow,
-  missingNotice,
-  parseVersion,
-} from "../../src/service/runtime.ts";
+import { DENO_FLOOR, floorProblem, isBelow, parseVersion } from "../../src/service/runtime.ts";
 
 Deno.test("parseVersion: MAJOR.MINOR.PATCH, suffixes ignored, anything else null", () => {
   deepEqual(parseVersion("2.9.6"), [2, 9, 6]);
@@ -46,26 +40,4 @@ Deno.test("floorProblem: names the floor and the running version, and what to do
   match(message, /^This is Deno 2\.7\.14; socket-proxyd needs Deno 2\.9\.0 or later/);
   match(message, /Upgrade Deno \(deno upgrade\), or install the socket-proxyd package/);
   equal(message.includes("\n"), false);
-});
-
-Deno.test("missingNotice: nothing missing, nothing said", () => {
-  equal(missingNotice("2.9.6", { fastPath: [], recovery: [] }), null);
-});
-
-Deno.test("missingNotice: one line for everything missing, each thing once", () => {
-  const line = missingNotice("2.10.0", {
-    fastPath: ["TCP handle takeStream()", "TCP handle takeStream()"],
-    recovery: ["Unix server handle fdForIpc()", "TCP server handle listen()"],
-  })!;
-  equal(line.includes("\n"), false);
-  equal(line.split("takeStream").length, 2, "said once");
-  match(line, /^This Deno \(2\.10\.0\) lacks private APIs that socket-proxyd uses when it can: /);
-  match(line, /without TCP handle takeStream\(\), TCP clients take the portable data path/);
-  match(
-    line,
-    /without Unix server handle fdForIpc\(\) and TCP server handle listen\(\), a listener that runs out/,
-  );
-  ok(line.endsWith("Forwarding is not affected otherwise."));
-  match(missingNotice("2.10.0", { fastPath: ["x"], recovery: [] })!, /without x, TCP clients/);
-  ok(!missingNotice("2.10.0", { fastPath: ["x"], recovery: [] })!.includes("descriptors"));
 });

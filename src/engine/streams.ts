@@ -1,0 +1,527 @@
+/**
+ * The stream relay: serves stream sockets (TCP, Unix, passed in or our own), on the engine's
+ * event loop.
+ *
+ * A listener, when ready, is accepted from (`accept4`) until the kernel's queue is empty, up to
+ * {@link ACCEPTS_PER_TURN} at a time. Each client is admitted, made to wait or refused under the
+ * limits (`admission.ts`); an admitted one gets its backend dialled (`dial.ts`) and is then
+ * forwarded both ways (`connection.ts`) until both sides are done. Running out of descriptors
+ * (EMFILE) on accept leaves the listener alone for {@link ACCEPT_RETRY_MS}: its clients wait in
+ * the kernel's queue meanwhile, and serving resumes as soon as descriptors are free again.
+ *
+ * One connection's life:
+ *
+ *   accept4 ─► admitted? ─no─► waiting (in arrival order) or refused (logged, then closed)
+ *                 │yes
+ *                 ▼
+ *   dial: socket, connect ─EINPROGRESS─► EPOLLOUT ─► connected ─► PROXY header, if any
+ *     │refused, unreachable                                          │
+ *     ▼                                                              ▼
+ *   next address; next round after a pause      forwarding: read ─► write, both ways
+ *   until --connect-timeout, then the client     EOF ─► shutdown(SHUT_WR) of the other side
+ *   is closed (logged, counted as failed)        both ended, an error, --idle-timeout ─► close
+ * @module
+ */
+import { formatTarget, type Target } from "../cli/target.ts";
+import { Admission, sourceOf, type WhenFull } from "../service/admission.ts";
+import { waitAtMost } from "../service/deadline.ts";
+import { log, logs, ThrottledLog } from "../service/log.ts";
+import type { Reclaimer } from "../service/reclaim.ts";
+import { Refusals } from "../service/refusals.ts";
+import { Connection, type ConnectionHost } from "./connection.ts";
+import { Destination } from "./destination.ts";
+import { Dial, type Dialled, tuneTcp } from "./dial.ts";
+import { ERRNO, SystemError } from "./errno.ts";
+import type { Libc } from "./libc.ts";
+import { describeListener, localAddress, peerAddress } from "./listeners.ts";
+import { EPOLLIN, type Pollable, type Poller } from "./poller.ts";
+import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
+import type { Resolver } from "./resolve.ts";
+import { decode, formatSocketAddress, SOCKADDR_MAX, type SocketAddress } from "./sockaddr.ts";
+
+/** The buffer every connection reads into: big enough for bulk transfers in few calls. */
+export const BUFFER_SIZE = 256 * 1024;
+
+/** Clients accepted from one listener per readiness, so that other sockets get their turn. */
+export const ACCEPTS_PER_TURN = 64;
+
+/** After an accept failed for want of descriptors (or memory), the listener rests this long. */
+export const ACCEPT_RETRY_MS = 100;
+
+/** How often dials under way are checked against `--connect-timeout`. */
+export const DEADLINE_TICK_MS = 50;
+
+const SOCK_NONBLOCK = 0x800;
+const SOCK_CLOEXEC = 0x80000;
+
+/** What the stream relay needs to know. */
+export interface StreamOptions {
+  /** The most connections open at once (over all listeners). */
+  readonly connectionsMax: number;
+  /** What becomes of a client over `connectionsMax`. */
+  readonly whenFull: WhenFull;
+  /** The most connections open or waiting at once from one source, or null for no limit. */
+  readonly connectionsPerSource: number | null;
+  /** Send this PROXY protocol header to the backend first, or none. */
+  readonly proxyProtocol: ProxyProtocolVersion | null;
+  /** Retry a refusing backend for this many milliseconds; 0 tries once. */
+  readonly connectTimeoutMs: number;
+  /** Close connections without traffic for this many milliseconds; Infinity never. */
+  readonly idleTimeoutMs: number;
+  /** Turn on TCP keepalive on both sides. */
+  readonly keepalive: boolean;
+  /** Called whenever the number of open or waiting connections changes. */
+  readonly onChange: () => void;
+  /** Gives memory back once no connection is open (see `reclaim.ts`). */
+  readonly reclaimer?: Reclaimer;
+  /** Looks up host names (the system's resolver unless a test gives one). */
+  readonly resolve?: Resolver;
+}
+
+/** A listening socket being served. */
+class Listener implements Pollable {
+  token = 0;
+  /** Whether it is watched for clients now. */
+  watching = false;
+  /** A timer that watches it again after a failed accept. */
+  resting: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    readonly relay: StreamRelay,
+    readonly fd: number,
+    readonly destination: Destination,
+    /** Whether its clients have IP addresses (TCP options apply, sources are counted). */
+    readonly ip: boolean,
+    /** Passed in: the service manager keeps its own descriptor (never unlinked, never shut). */
+    readonly passed: boolean,
+    /** For our own Unix socket: the file to remove when it closes. */
+    readonly path: string | null,
+    /** For log lines: "[::]:80 (fd 3)". */
+    readonly name: string,
+  ) {}
+
+  ready(): void {
+    this.relay.accept(this);
+  }
+}
+
+/** A client admitted or waiting: its socket, where it goes, the source it counts under. */
+interface Admitted {
+  readonly fd: number;
+  readonly destination: Destination;
+  readonly ip: boolean;
+  readonly passed: boolean;
+  readonly source: string | null;
+}
+
+/** What the relay keeps with each connection. */
+interface Kept {
+  readonly admitted: Admitted;
+  dial: Dial | null;
+  /** For the debug line at the end: the client's address and the start, when debug logs. */
+  readonly peer: string | null;
+  readonly started: number;
+}
+
+/** Serves stream sockets; see the module's doc. */
+export class StreamRelay implements ConnectionHost {
+  readonly buffer: Uint8Array = new Uint8Array(BUFFER_SIZE);
+  readonly bufferSize: bigint = BigInt(BUFFER_SIZE);
+  readonly #options: StreamOptions;
+  readonly #admission: Admission<Admitted>;
+  readonly #refusals = new Refusals();
+  readonly #failures = new ThrottledLog(
+    "error",
+    1000,
+    (held) => `Failed to connect: ${held} more connection(s) failed since the last message.`,
+  );
+  readonly #acceptFailures = new ThrottledLog(
+    "error",
+    1000,
+    (held) => `Failed to accept: ${held} more failure(s) since the last message.`,
+  );
+  readonly #listeners: Listener[] = [];
+  /** Passed connections (Accept=yes, inetd), served at start. */
+  readonly #passed: Admitted[] = [];
+  readonly #connections = new Set<Connection>();
+  readonly #dials = new Set<Dial>();
+  readonly #address = new Uint8Array(SOCKADDR_MAX);
+  readonly #addressLength = new Uint8Array(4);
+  #served = 0;
+  #failed = 0;
+  #accepting = false;
+  #deadlineTicker: ReturnType<typeof setInterval> | undefined;
+  #idleSweeper: ReturnType<typeof setInterval> | undefined;
+  #drained: (() => void) | null = null;
+
+  constructor(readonly libc: Libc, readonly poller: Poller, options: StreamOptions) {
+    this.#options = options;
+    this.#admission = new Admission({
+      max: options.connectionsMax,
+      perSource: options.connectionsPerSource,
+      whenFull: options.whenFull,
+    });
+  }
+
+  /** Connections open now (being dialled or forwarded). */
+  get active(): number {
+    return this.#admission.active;
+  }
+
+  /** Clients waiting for a slot (`--when-full=wait`). */
+  get waiting(): number {
+    return this.#admission.waiting;
+  }
+
+  /** Connections forwarded since start (their backend connection opened). */
+  get served(): number {
+    return this.#served;
+  }
+
+  /** Connections that could not be forwarded because the target could not be reached. */
+  get failed(): number {
+    return this.#failed;
+  }
+
+  /** The refusals so far, for status and stop lines ("" when none). */
+  get refused(): string {
+    return this.#refusals.describe();
+  }
+
+  /**
+   * Serves the listening socket `fd` (non-blocking), its clients going to `target`.
+   * @param own for a socket of ours: the Unix socket file to remove at close, if any.
+   * @returns where it listens, for the start-up line.
+   */
+  addListener(fd: number, target: Target, own: { path: string | null } | null): string {
+    const local = localAddress(this.libc, fd);
+    const ip = local !== null && local.family !== "unix";
+    const where = describeListener(local);
+    const listener = new Listener(
+      this,
+      fd,
+      this.#destination(target),
+      ip,
+      own === null,
+      own?.path ?? null,
+      own === null ? `${where} (fd ${fd})` : where,
+    );
+    this.#listeners.push(listener);
+    return where;
+  }
+
+  /** Serves the passed connection `fd` (non-blocking) to `target`, once {@link start}ed. */
+  addConnection(fd: number, target: Target, ip: boolean): void {
+    this.#passed.push({
+      fd,
+      destination: this.#destination(target),
+      ip,
+      passed: true,
+      source: null,
+    });
+  }
+
+  #destination(target: Target): Destination {
+    return new Destination(target, this.#options.resolve);
+  }
+
+  /** Starts accepting on every listener, and serves the passed connections. */
+  start(): void {
+    this.#accepting = true;
+    for (const listener of this.#listeners) this.#watch(listener, true);
+    for (const admitted of this.#passed.splice(0)) {
+      if (this.#admission.request(null, admitted) === "admitted") this.#start(admitted);
+    }
+  }
+
+  /**
+   * Stops accepting: every listener is closed (a passed one only here: the service manager
+   * keeps it listening, and clients that arrive meanwhile wait in its queue for the next start;
+   * our own Unix socket's file is removed).
+   */
+  stopAccepting(): void {
+    this.#accepting = false;
+    this.#acceptFailures.flush();
+    for (const listener of this.#listeners.splice(0)) {
+      clearTimeout(listener.resting);
+      if (listener.token !== 0) this.poller.remove(listener.fd, listener.token);
+      this.libc.call.close(listener.fd);
+      if (listener.path !== null) {
+        try {
+          Deno.removeSync(listener.path);
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+  }
+
+  /** Writes the log lines held back (counts of refusals and failures) now: at stop. */
+  flushLogs(): void {
+    this.#refusals.flush();
+    this.#failures.flush();
+    this.#acceptFailures.flush();
+  }
+
+  /**
+   * Waits up to `timeoutMs` for open connections to finish (waiting clients are served as
+   * slots free), then closes the rest.
+   * @returns how many connections had to be closed: open ones, and waiting ones unserved.
+   */
+  async drain(timeoutMs: number): Promise<{ open: number; waiting: number }> {
+    if (this.active > 0) {
+      await waitAtMost(new Promise<void>((resolve) => this.#drained = resolve), timeoutMs);
+    }
+    const waiting = this.#admission.takeWaiting();
+    for (const { fd } of waiting) this.libc.call.close(fd);
+    const open = this.#admission.active;
+    for (const connection of [...this.#connections]) {
+      connection.close(new Deno.errors.Interrupted("the drain timeout passed"));
+    }
+    clearInterval(this.#deadlineTicker);
+    clearInterval(this.#idleSweeper);
+    return { open, waiting: waiting.length };
+  }
+
+  /** Accepts the clients waiting on `listener`. */
+  accept(listener: Listener): void {
+    const call = this.libc.call;
+    const perSource = this.#options.connectionsPerSource !== null && listener.ip;
+    const flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    for (let i = 0; i < ACCEPTS_PER_TURN && this.#accepting; i++) {
+      if (this.#queueFull()) return this.#watch(listener, false);
+      let fd;
+      if (perSource) {
+        new DataView(this.#addressLength.buffer).setUint32(0, SOCKADDR_MAX, true);
+        fd = call.accept4(listener.fd, this.#address, this.#addressLength, flags);
+      } else {
+        fd = call.accept4(listener.fd, null, null, flags);
+      }
+      if (fd < 0) return this.#acceptFailed(listener, this.libc.errno());
+      const source = perSource ? sourceOf(this.#acceptedHost()) : null;
+      const admitted = {
+        fd,
+        destination: listener.destination,
+        ip: listener.ip,
+        passed: false,
+        source,
+      };
+      this.#admit(admitted);
+    }
+  }
+
+  #acceptedHost(): string | null {
+    const length = new DataView(this.#addressLength.buffer).getUint32(0, true);
+    const address = decode(this.#address, Math.min(length, SOCKADDR_MAX));
+    return address === null || address.family === "unix" ? null : address.host;
+  }
+
+  /** With `--when-full=wait`, a full queue leaves the rest in the kernel's until it moves. */
+  #queueFull(): boolean {
+    const { whenFull, maxWaiting } = this.#admission.limits;
+    return whenFull === "wait" && this.#admission.waiting >= maxWaiting;
+  }
+
+  #acceptFailed(listener: Listener, errno: number): void {
+    switch (errno) {
+      case ERRNO.EAGAIN:
+        return;
+      case ERRNO.EINTR:
+      case ERRNO.ECONNABORTED:
+        return; // The next readiness tries again.
+    }
+    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or worse: rest a moment.
+    this.#acceptFailures.hit(() =>
+      `Failed to accept on ${listener.name}: ${new SystemError(errno).message}; retrying`
+    );
+    this.#watch(listener, false);
+    clearTimeout(listener.resting);
+    listener.resting = setTimeout(
+      () => this.#accepting && this.#watch(listener, true),
+      ACCEPT_RETRY_MS,
+    );
+  }
+
+  #watch(listener: Listener, on: boolean): void {
+    if (listener.watching === on) return;
+    listener.watching = on;
+    const events = on ? EPOLLIN : 0;
+    if (listener.token === 0) {
+      listener.token = this.poller.add(listener.fd, events, listener);
+      if (listener.token === 0) {
+        throw new Error(
+          `cannot watch ${listener.name} (${new SystemError(this.libc.errno()).message})`,
+        );
+      }
+    } else {
+      this.poller.modify(listener.fd, listener.token, events);
+    }
+  }
+
+  #admit(admitted: Admitted): void {
+    const decision = this.#admission.request(admitted.source, admitted);
+    if (decision === "admitted") return this.#start(admitted);
+    if (decision === "waiting") return this.#options.onChange();
+    const close = () => this.libc.call.close(admitted.fd);
+    if (decision === "full") {
+      const waiting = this.#admission.waiting;
+      this.#refusals.refuse(
+        close,
+        "full",
+        () =>
+          `Hit connection limit, refusing connection (${this.#admission.active} open` +
+          (waiting > 0 ? `, ${waiting} waiting, the most that may wait)` : ")"),
+      );
+    } else {
+      const from = formatSocketAddress(decode(this.#address));
+      const source = admitted.source!;
+      this.#refusals.refuse(
+        close,
+        "source",
+        () =>
+          `Hit per-source connection limit, refusing connection from ${from} ` +
+          `(${this.#admission.fromSource(source)} open or waiting from ${source})`,
+      );
+    }
+    this.#options.onChange();
+  }
+
+  /** Dials the backend of an admitted client. */
+  #start(admitted: Admitted): void {
+    this.#options.reclaimer?.busy();
+    const { fd, destination, ip } = admitted;
+    if (ip) tuneTcp(this.libc, fd, this.#options.keepalive);
+    const debug = logs("debug");
+    const kept: Kept = {
+      admitted,
+      dial: null,
+      peer: debug ? formatPeer(peerAddress(this.libc, fd)) : null,
+      started: debug ? performance.now() : 0,
+    };
+    const connection = new Connection(this, fd, admitted.passed, kept);
+    this.#connections.add(connection);
+    this.#options.onChange();
+    const dial = new Dial(
+      this.libc,
+      this.poller,
+      destination,
+      this.#options,
+      (result) => this.#dialled(connection, kept, result),
+    );
+    kept.dial = dial;
+    this.#dials.add(dial);
+    this.#tickDeadlines();
+    this.#sweepIdle();
+    dial.start();
+    // A dial that did not connect at once: the client's reset would end it.
+    if (kept.dial !== null && !connection.closed) connection.watchClient();
+  }
+
+  #dialled(connection: Connection, kept: Kept, result: Dialled | Error): void {
+    this.#dials.delete(kept.dial!);
+    kept.dial = null;
+    if (result instanceof Error) {
+      this.#failed++;
+      const to = kept.admitted.destination.target;
+      this.#failures.hit(() =>
+        `Failed to connect to ${formatTarget(to)} for ` +
+        `${
+          kept.peer ?? formatPeer(peerAddress(this.libc, connection.client.fd))
+        }: ${result.message}`
+      );
+      return connection.close(result);
+    }
+    this.#served++;
+    const header = this.#options.proxyProtocol === null
+      ? null
+      : proxyHeader(this.#options.proxyProtocol, this.#addresses(connection.client.fd));
+    connection.open(result.fd, result.token, header);
+    this.#options.onChange();
+  }
+
+  /** The client's addresses for a PROXY header (null for a Unix client's). */
+  #addresses(fd: number) {
+    const ip = (address: SocketAddress | null) =>
+      address === null || address.family === "unix"
+        ? null
+        : { hostname: address.host, port: address.port };
+    return { remote: ip(peerAddress(this.libc, fd)), local: ip(localAddress(this.libc, fd)) };
+  }
+
+  /** A connection is over: its slot goes to the next waiting client, if any. */
+  ended(connection: Connection, error: Error | null): void {
+    const kept = connection.data as Kept;
+    if (kept.dial !== null) {
+      kept.dial.abort();
+      this.#dials.delete(kept.dial);
+      kept.dial = null;
+    }
+    this.#connections.delete(connection);
+    if (kept.peer !== null) this.#logEnd(connection, kept, error);
+    const next = this.#admission.release(kept.admitted.source);
+    if (next !== null) return this.#start(next);
+    this.#options.onChange();
+    if (this.#admission.active === 0) {
+      this.#drained?.();
+      this.#options.reclaimer?.idle();
+      this.#resumeAccepting();
+    }
+  }
+
+  /** Listeners left alone because the waiting queue was full are watched again. */
+  #resumeAccepting(): void {
+    if (!this.#accepting || this.#queueFull()) return;
+    for (const listener of this.#listeners) {
+      if (listener.resting === undefined) this.#watch(listener, true);
+    }
+  }
+
+  #logEnd(connection: Connection, kept: Kept, error: Error | null): void {
+    const seconds = ((performance.now() - kept.started) / 1000).toFixed(3);
+    const ended = error === null ? "closed" : `aborted (${error.name}: ${error.message})`;
+    log(
+      "debug",
+      `${kept.peer} -> ${formatTarget(kept.admitted.destination.target)}: ` +
+        `${connection.sent} bytes sent, ${connection.received} received, ${seconds}s, ${ended}`,
+    );
+  }
+
+  /** While dials are under way with a deadline, one timer gives up on those past it. */
+  #tickDeadlines(): void {
+    if (this.#deadlineTicker !== undefined || this.#options.connectTimeoutMs <= 0) return;
+    this.#deadlineTicker = setInterval(() => {
+      const now = performance.now();
+      for (const dial of this.#dials) if (dial.connecting && dial.deadline <= now) dial.expire();
+      if (this.#dials.size > 0) return;
+      clearInterval(this.#deadlineTicker);
+      this.#deadlineTicker = undefined;
+    }, DEADLINE_TICK_MS);
+  }
+
+  /** With `--idle-timeout`, one timer closes the connections without traffic for that long. */
+  #sweepIdle(): void {
+    const idleMs = this.#options.idleTimeoutMs;
+    if (this.#idleSweeper !== undefined || !Number.isFinite(idleMs)) return;
+    this.#idleSweeper = setInterval(() => {
+      const now = performance.now();
+      for (const connection of this.#connections) {
+        const kept = connection.data as Kept;
+        if (kept.dial === null && now - connection.lastActive >= idleMs) {
+          connection.close(new IdleTimeoutError(`no traffic for ${idleMs} ms`));
+        }
+      }
+      if (this.#connections.size > 0) return;
+      clearInterval(this.#idleSweeper);
+      this.#idleSweeper = undefined;
+    }, Math.max(50, Math.min(1000, idleMs / 8)));
+  }
+}
+
+/** A connection was closed by `--idle-timeout`. */
+export class IdleTimeoutError extends Error {
+  override name = "IdleTimeout";
+}
+
+function formatPeer(address: SocketAddress | null): string {
+  return address === null || address.family === "unix" ? "unix" : formatSocketAddress(address);
+}

@@ -68,6 +68,22 @@ export function classify(libc: Libc, fd: number): SocketKind {
   };
 }
 
+/**
+ * Opens libc, which serves every socket.
+ * @throws {StartError} when Deno's permissions do not let it, naming the flag that would.
+ */
+export function openEngineLibc(): Libc {
+  const libc = openLibc();
+  if (!("kind" in libc)) return libc;
+  throw new StartError(
+    libc.kind === "failed"
+      ? `Cannot open the C library ${libc.path}: ${libc.message}`
+      : "socket-proxyd serves its sockets through the C library, which Deno's permissions do " +
+        `not let it open: add ${libcFlag()} to the deno flags (the socket-proxyd wrapper and ` +
+        "package do).",
+  );
+}
+
 /** Every socket the proxy serves; see the module's doc. */
 export class Engine {
   readonly #poller: Poller;
@@ -88,21 +104,11 @@ export class Engine {
   }
 
   /**
-   * Opens libc and the sockets of `plan`, then gives up FFI.
+   * Opens the sockets of `plan` through `libc`, then gives up FFI (also when it fails).
    * @throws {StartError} naming what cannot be served, and what to do.
    */
-  static async open(plan: Plan, options: EngineOptions): Promise<Engine> {
+  static async open(libc: Libc, plan: Plan, options: EngineOptions): Promise<Engine> {
     try {
-      const libc = openLibc();
-      if ("kind" in libc) {
-        throw new StartError(
-          libc.kind === "failed"
-            ? `Cannot open the C library ${libc.path}: ${libc.message}`
-            : "socket-proxyd serves its sockets through the C library, which Deno's permissions " +
-              `do not let it open: add ${libcFlag()} to the deno flags (the socket-proxyd ` +
-              "wrapper and package do).",
-        );
-      }
       let engine;
       try {
         engine = new Engine(libc, options);

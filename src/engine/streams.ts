@@ -117,7 +117,6 @@ interface Admitted {
 /** What the relay keeps with each connection. */
 interface Kept {
   readonly admitted: Admitted;
-  dial: Dial | null;
   /** For the debug line at the end: the client's address and the start, when debug logs. */
   readonly peer: string | null;
   readonly started: number;
@@ -144,7 +143,8 @@ export class StreamRelay implements ConnectionHost {
   /** Passed connections (Accept=yes, inetd), served at start. */
   readonly #passed: Admitted[] = [];
   readonly #connections = new Set<Connection>();
-  readonly #dials = new Set<Dial>();
+  /** The dials under way, by connection. */
+  readonly #dials = new Map<Connection, Dial>();
   readonly #address = new Uint8Array(SOCKADDR_MAX);
   readonly #addressLength = new Uint8Array(4);
   #served = 0;
@@ -394,7 +394,6 @@ export class StreamRelay implements ConnectionHost {
     const debug = logs("debug");
     const kept: Kept = {
       admitted,
-      dial: null,
       peer: debug ? formatPeer(peerAddress(this.libc, fd)) : null,
       started: debug ? performance.now() : 0,
     };
@@ -408,18 +407,14 @@ export class StreamRelay implements ConnectionHost {
       this.#options,
       (result) => this.#dialled(connection, kept, result),
     );
-    kept.dial = dial;
-    this.#dials.add(dial);
+    this.#dials.set(connection, dial);
     this.#tickDeadlines();
     this.#sweepIdle();
     dial.start();
-    // A dial that did not connect at once: the client's reset would end it.
-    if (kept.dial !== null && !connection.closed) connection.watchClient();
   }
 
   #dialled(connection: Connection, kept: Kept, result: Dialled | Error): void {
-    this.#dials.delete(kept.dial!);
-    kept.dial = null;
+    this.#dials.delete(connection);
     if (result instanceof Error) {
       this.#failed++;
       const to = kept.admitted.destination.target;
@@ -451,11 +446,8 @@ export class StreamRelay implements ConnectionHost {
   /** A connection is over: its slot goes to the next waiting client, if any. */
   ended(connection: Connection, error: Error | null): void {
     const kept = connection.data as Kept;
-    if (kept.dial !== null) {
-      kept.dial.abort();
-      this.#dials.delete(kept.dial);
-      kept.dial = null;
-    }
+    this.#dials.get(connection)?.abort();
+    this.#dials.delete(connection);
     this.#connections.delete(connection);
     if (kept.peer !== null) this.#logEnd(connection, kept, error);
     const next = this.#admission.release(kept.admitted.source);
@@ -486,12 +478,20 @@ export class StreamRelay implements ConnectionHost {
     );
   }
 
-  /** While dials are under way with a deadline, one timer gives up on those past it. */
+  /**
+   * While dials are under way, one timer gives up on those past their deadline, and watches the
+   * clients of the others (a dial that takes this long waits for a backend that is slow or
+   * still starting), so that a client that resets meanwhile ends its dial. A dial that
+   * connects within a tick, as most do, costs its client no such registration.
+   */
   #tickDeadlines(): void {
-    if (this.#deadlineTicker !== undefined || this.#options.connectTimeoutMs <= 0) return;
+    if (this.#deadlineTicker !== undefined) return;
     this.#deadlineTicker = setInterval(() => {
       const now = performance.now();
-      for (const dial of this.#dials) if (dial.connecting && dial.deadline <= now) dial.expire();
+      for (const [connection, dial] of this.#dials) {
+        if (dial.connecting && dial.deadline <= now) dial.expire();
+        else connection.watchClient();
+      }
       if (this.#dials.size > 0) return;
       clearInterval(this.#deadlineTicker);
       this.#deadlineTicker = undefined;
@@ -505,8 +505,7 @@ export class StreamRelay implements ConnectionHost {
     this.#idleSweeper = setInterval(() => {
       const now = performance.now();
       for (const connection of this.#connections) {
-        const kept = connection.data as Kept;
-        if (kept.dial === null && now - connection.lastActive >= idleMs) {
+        if (!this.#dials.has(connection) && now - connection.lastActive >= idleMs) {
           connection.close(new IdleTimeoutError(`no traffic for ${idleMs} ms`));
         }
       }

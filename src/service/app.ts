@@ -6,7 +6,8 @@
 import { ActivationError, takeListenEnv } from "./activation.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "../cli/cli.ts";
 import { ConfigError, expandConfig } from "../cli/config.ts";
-import { Engine } from "../engine/engine.ts";
+import { Engine, openEngineLibc } from "../engine/engine.ts";
+import type { Libc } from "../engine/libc.ts";
 import {
   DeferredWriter,
   flushLog,
@@ -19,7 +20,7 @@ import {
 import { IdleTimer } from "./idle.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { makePlan, type Plan, StartError } from "./plan.ts";
-import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
+import { Reclaimer, trimStep } from "./reclaim.ts";
 import { StopSignals } from "./signals.ts";
 import { floorProblem } from "./runtime.ts";
 import { identify } from "./stdio.ts";
@@ -45,8 +46,11 @@ const LOG_DECISION_DELAY_MS = 200;
 
 /** Where log lines go, by what stderr is (see `log.ts`): found out when first needed. */
 const logWriter = new DeferredWriter(async () =>
-  writerFor(logDestination(await identify(2), env("JOURNAL_STREAM")))
+  writerFor(logDestination(await identify(2, libc), env("JOURNAL_STREAM")))
 );
+
+/** libc, once opened (see `serve`): every socket is served through it. */
+let libc: Libc | null = null;
 
 /** Reads an environment variable; one Deno's permissions hide counts as unset. */
 function env(name: string): string | undefined {
@@ -146,8 +150,9 @@ async function serve(options: Options): Promise<number> {
   try {
     const tooOld = floorProblem(Deno.version.deno);
     if (tooOld !== null) throw new StartError(tooOld);
-    const plan = await planFromEnvironment(options);
-    const service = new Service(options, plan, end);
+    libc = openEngineLibc();
+    const plan = await planFromEnvironment(options, libc);
+    const service = new Service(options, plan, end, libc);
     await service.open();
     return await service.stop(await service.serve());
   } catch (e) {
@@ -162,13 +167,13 @@ async function serve(options: Options): Promise<number> {
  * Deno's permissions let us reach every target, so we fail at start, not later.
  * @throws {StartError}
  */
-async function planFromEnvironment(options: Options): Promise<Plan> {
+async function planFromEnvironment(options: Options, libc: Libc): Promise<Plan> {
   let plan: Plan;
   try {
     const passed = takeListenEnv();
     // Only when nothing else is to be served does it matter whether stdin is a connection.
     const stdin = passed.length === 0 && options.listen.length === 0
-      ? (await identify(0))?.socket ?? false
+      ? (await identify(0, libc))?.socket ?? false
       : false;
     plan = makePlan(options, passed, stdin);
   } catch (e) {
@@ -213,12 +218,11 @@ function permissionProblem(target: TargetSpec): string | null {
 }
 
 /**
- * Memory back after load: a full GC and a trim once the proxy rests (`reclaim.ts`), that is
- * once `atRest` says no connection and no datagram session is open.
+ * Memory back after load: a trim once the proxy rests (`reclaim.ts`), that is once `atRest`
+ * says no connection and no datagram session is open.
  */
 function reclaimer(atRest: () => boolean): Reclaimer {
-  const gc = exposeGc();
-  return new Reclaimer({ steps: [...gc === null ? [] : [gc], trimStep()], atRest });
+  return new Reclaimer({ steps: [trimStep()], atRest });
 }
 
 /** The proxy serving a plan: its engine, notifications to the service manager, and its end. */
@@ -234,7 +238,7 @@ class Service {
   /** Shared by the connections and the datagram sessions. */
   readonly #reclaimer: Reclaimer;
 
-  constructor(options: Options, plan: Plan, end: End) {
+  constructor(options: Options, plan: Plan, end: End, readonly libc: Libc) {
     this.#options = options;
     this.#plan = plan;
     this.#end = end;
@@ -260,7 +264,7 @@ class Service {
   async open(): Promise<void> {
     const options = this.#options;
     const changed = () => this.#changed();
-    this.#engine = await Engine.open(this.#plan, {
+    this.#engine = await Engine.open(this.libc, this.#plan, {
       proxyProtocol: options.proxyProtocol,
       streams: {
         connectionsMax: options.connectionsMax,

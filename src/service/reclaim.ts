@@ -5,13 +5,16 @@
  * Under load the process grows in two places (docs/benchmark.md, "Where the memory goes"): V8's
  * heap, and the C library's malloc arenas that the runtime's Rust side allocates sockets and
  * operations from. Left alone, V8 shrinks its heap after 10-20 s without allocations, but the
- * arenas keep their freed pages for good. A reclaim runs a full garbage collection at once
- * (the same shrink, deterministic; it also frees the buffers of the connections that closed)
- * and then asks Deno to trim: with `DENO_USR2_MEMORY_TRIM` set in its environment, Deno
- * answers SIGUSR2 with glibc's `malloc_trim(0)`, which hands the arenas' free pages back to
- * the system, and a low-memory notification to V8 (denoland/deno#29295, Linux only). The
- * program signals itself, which needs no permission; without that variable the signal only
+ * arenas keep their freed pages for good. A reclaim asks Deno to trim: with
+ * `DENO_USR2_MEMORY_TRIM` set in its environment, Deno answers SIGUSR2 with glibc's
+ * `malloc_trim(0)`, which hands the arenas' free pages back to the system, and a low-memory
+ * notification to V8, which collects all of its heap at once (denoland/deno#29295, Linux only).
+ * The program signals itself, which needs no permission; without that variable the signal only
  * reaches a listener of ours that does nothing, so it is never fatal.
+ *
+ * A full garbage collection of our own before the trim (V8's `gc()`, which `node:vm` and
+ * `node:v8` give) added nothing the notification does not do, and loading those modules cost
+ * start-up 3.5 MiB (A/B in docs/benchmark.md), so there is none.
  *
  * Datagram sessions count as connections: the proxy rests when neither is open (see
  * {@link ReclaimOptions.atRest}). Sessions also stay open while silent (until `--idle-timeout`),
@@ -22,9 +25,6 @@
  * new one opens, and only when enough connections came since the last reclaim.
  * @module
  */
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
-
 /** How long the proxy must stay without connections before memory is reclaimed. */
 export const REST_MS = 1000;
 
@@ -35,21 +35,6 @@ export const REST_MS = 1000;
  * of a trickle of connections. Counting costs nothing per connection, unlike reading memory.
  */
 export const MIN_CONNECTIONS = 100;
-
-/**
- * V8's full garbage collection, or null where this runtime does not let the program have it.
- * `--expose-gc` set at run time applies to contexts made after it, so the function comes from
- * a fresh one; the program's own global scope gains nothing.
- */
-export function exposeGc(): (() => void) | null {
-  try {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc");
-    return typeof gc === "function" ? gc : null;
-  } catch {
-    return null;
-  }
-}
 
 /** The environment variable that makes Deno trim memory on SIGUSR2. */
 export const TRIM_VARIABLE = "DENO_USR2_MEMORY_TRIM";
@@ -68,7 +53,7 @@ function ignore(): void {}
 
 /** What a {@link Reclaimer} needs; the defaults are the real ones, tests give their own. */
 export interface ReclaimOptions {
-  /** The steps of a reclaim, in order (a full GC first, see {@link exposeGc}). */
+  /** The steps of a reclaim, in order (the trim, see {@link trimStep}). */
   readonly steps: ReadonlyArray<() => void>;
   /** See {@link REST_MS}. */
   readonly restMs?: number;

@@ -1,11 +1,5 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import {
-  exposeGc,
-  MIN_CONNECTIONS,
-  Reclaimer,
-  REST_MS,
-  TRIM_VARIABLE,
-} from "../../src/service/reclaim.ts";
+import { MIN_CONNECTIONS, Reclaimer, REST_MS, TRIM_VARIABLE } from "../../src/service/reclaim.ts";
 
 /** A reclaimer on a hand-driven clock that reclaims after 3 connections. */
 function harness(steps = 1) {
@@ -144,13 +138,6 @@ Deno.test("reclaim: the real timer fires, and never keeps the process alive by i
     stdout: "null",
   }).output();
   equal(status, 0);
-});
-
-Deno.test("reclaim: this Deno lets the program have V8's full garbage collection", () => {
-  const gc = exposeGc();
-  ok(gc !== null, "node:v8 setFlagsFromString('--expose-gc') no longer yields gc()");
-  gc();
-  equal(typeof (globalThis as { gc?: unknown }).gc, "undefined", "the global scope gains nothing");
 });
 
 Deno.test("reclaim: the trim step's signal is never fatal, whether Deno trims on it or not", async () => {

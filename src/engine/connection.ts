@@ -109,8 +109,9 @@ export class Connection {
 
   /**
    * Starts forwarding over the connected backend socket `backendFd` (registered with the poller
-   * under `token` by its dial, or 0), `first` (a PROXY header) before any client byte. The client has usually sent its first bytes by now: they are read
-   * at once rather than after another wait.
+   * under `token` by its dial, or 0), `first` (a PROXY header) before any client byte. The
+   * client has usually sent its first bytes by now: they are read at once rather than after
+   * another wait.
    */
   open(backendFd: number, token: number, first: Uint8Array | null): void {
     const backend = this.backend;

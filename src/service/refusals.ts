@@ -44,8 +44,8 @@ export class Refusals {
   }
 
   /**
-   * Counts and logs a refusal and closes the client (`close`): at once when its line is held back, else
-   * once the line is written (or after {@link REFUSAL_LOG_WAIT_MS}).
+   * Counts and logs a refusal and closes the client (`close`): at once when its line is held
+   * back, else once the line is written (or after {@link REFUSAL_LOG_WAIT_MS}).
    * @param message the log line, built only when it is written.
    */
   refuse(close: () => void, reason: Refusal, message: () => string): void {

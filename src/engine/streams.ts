@@ -76,6 +76,8 @@ export interface StreamOptions {
   readonly reclaimer?: Reclaimer;
   /** Looks up host names (the system's resolver unless a test gives one). */
   readonly resolve?: Resolver;
+  /** The most clients that wait with `--when-full=wait` (a test seam; see `MAX_WAITING`). */
+  readonly maxWaiting?: number;
 }
 
 /** A listening socket being served. */
@@ -160,6 +162,7 @@ export class StreamRelay implements ConnectionHost {
       max: options.connectionsMax,
       perSource: options.connectionsPerSource,
       whenFull: options.whenFull,
+      maxWaiting: options.maxWaiting,
     });
   }
 
@@ -336,10 +339,10 @@ export class StreamRelay implements ConnectionHost {
     );
     this.#watch(listener, false);
     clearTimeout(listener.resting);
-    listener.resting = setTimeout(
-      () => this.#accepting && this.#watch(listener, true),
-      ACCEPT_RETRY_MS,
-    );
+    listener.resting = setTimeout(() => {
+      listener.resting = undefined;
+      if (this.#accepting && !this.#queueFull()) this.#watch(listener, true);
+    }, ACCEPT_RETRY_MS);
   }
 
   #watch(listener: Listener, on: boolean): void {
@@ -451,20 +454,22 @@ export class StreamRelay implements ConnectionHost {
     this.#connections.delete(connection);
     if (kept.peer !== null) this.#logEnd(connection, kept, error);
     const next = this.#admission.release(kept.admitted.source);
-    if (next !== null) return this.#start(next);
+    if (next !== null) {
+      this.#start(next);
+      return this.#resumeAccepting();
+    }
     this.#options.onChange();
     if (this.#admission.active === 0) {
       this.#drained?.();
       this.#options.reclaimer?.idle();
-      this.#resumeAccepting();
     }
   }
 
-  /** Listeners left alone because the waiting queue was full are watched again. */
+  /** Listeners left alone because the waiting queue was full are watched again once it moves. */
   #resumeAccepting(): void {
     if (!this.#accepting || this.#queueFull()) return;
     for (const listener of this.#listeners) {
-      if (listener.resting === undefined) this.#watch(listener, true);
+      if (!listener.watching && listener.resting === undefined) this.#watch(listener, true);
     }
   }
 

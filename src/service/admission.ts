@@ -70,7 +70,7 @@ export class Admission<T> {
     if (perSource !== null && (!Number.isInteger(perSource) || perSource < 1)) {
       throw new RangeError(`Invalid per-source limit ${perSource}`);
     }
-    this.#limits = { maxWaiting: MAX_WAITING, ...limits };
+    this.#limits = { ...limits, maxWaiting: limits.maxWaiting ?? MAX_WAITING };
   }
 
   /** The limits in force. */

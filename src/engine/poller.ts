@@ -166,8 +166,12 @@ export class Poller {
     const stopped = Promise.withResolvers<void>();
     this.#stopped = stopped.promise;
     const call = this.#libc.call;
+    // Not within add(): its caller has yet to learn the token.
+    await Promise.resolve();
+    // A first look without waiting: at start-up the client that started us is already there.
+    let count = call.epoll_poll(this.#epfd, this.#events, BATCH, 0);
     while (!this.#closed && this.#handlers.size > 0) {
-      let count = await call.epoll_wait(this.#epfd, this.#events, BATCH, -1);
+      if (count <= 0) count = await call.epoll_wait(this.#epfd, this.#events, BATCH, -1);
       for (let spin = 0, empty = 0; spin < SPINS && empty < EMPTY_SPINS && !this.#closed; spin++) {
         if (count > 0) {
           this.#dispatch(count);
@@ -177,6 +181,7 @@ export class Poller {
       }
       if (count > 0) this.#dispatch(count);
       // count < 0: EINTR (a signal reached the worker thread); wait again.
+      count = 0;
     }
     this.#running = false;
     stopped.resolve();

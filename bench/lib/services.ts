@@ -1,9 +1,12 @@
 /**
  * The processes under test and the backends behind them: nginx, iperf3 servers, the holder
- * helper, and the contenders (direct, our proxy and the reference through systemd-socket-activate).
+ * helper, and the contenders: a direct connection, our proxy as deployed (the wrapper
+ * systemd/socket-proxyd over the bundle), a baseline bundle under the same wrapper, the Deno
+ * floor (the wrapper over bench/helpers/floor.js) and the reference, each proxy started by
+ * systemd-socket-activate.
  * @module
  */
-import { type Proc, spawn, type SpawnOptions } from "./proc.ts";
+import { type Proc, run, spawn, type SpawnOptions } from "./proc.ts";
 import { exeOf, freePort, isRoot, waitPort } from "./system.ts";
 
 /** The fd limit asked for every process that holds many connections. */
@@ -105,19 +108,67 @@ export async function startHolderServer(): Promise<Backend> {
 }
 
 /** Who is measured. */
-export type ContenderId = "direct" | "ours" | "ours-portable" | "reference";
+export type ContenderId = "direct" | "ours" | "baseline" | "deno-floor" | "reference";
 
 /** All contenders, in report order. */
-export const CONTENDERS: readonly ContenderId[] = ["direct", "ours", "ours-portable", "reference"];
+export const CONTENDERS: readonly ContenderId[] = [
+  "direct",
+  "ours",
+  "baseline",
+  "deno-floor",
+  "reference",
+];
 
 /** Where things are. */
 export interface Paths {
-  /** The project's main.ts. */
-  readonly main: string;
-  /** The project directory (the proxy runs there, so deno.json is found). */
+  /** The project directory. */
   readonly root: string;
+  /** The deployment wrapper, systemd/socket-proxyd. */
+  readonly wrapper: string;
+  /** The bundle "ours" runs (dist/socket-proxyd.js, built by `deno task bundle`). */
+  readonly bundle: string;
+  /** The bundle "baseline" runs, when one was given. */
+  readonly baseline: string | null;
+  /** The program "deno-floor" runs (bench/helpers/floor.js). */
+  readonly floor: string;
   /** systemd-socket-proxyd. */
   readonly reference: string;
+}
+
+/** The Deno floor's program: answers one client's first byte, then idles (see the file). */
+export const FLOOR = new URL("../helpers/floor.js", import.meta.url).pathname;
+
+/** Builds the bundle as `deno task bundle` does, in `root`; returns its absolute path. */
+export async function buildBundle(root: string): Promise<string> {
+  const r = await run(Deno.execPath(), ["task", "-q", "bundle"], 300_000, { cwd: root });
+  if (r.code !== 0) throw new Error(`deno task bundle failed (exit ${r.code}):\n${r.stderr}`);
+  return `${root}/dist/socket-proxyd.js`;
+}
+
+/**
+ * The command line that runs `program` as the proxy is deployed: the wrapper, told by
+ * systemd-socket-activate's `-E` where Deno and the program are (it sets the rest of the
+ * environment and the permission flags itself). Arguments for the program follow.
+ */
+export function wrapped(wrapper: string, program: string): string[] {
+  return [
+    "-E",
+    `SOCKET_PROXYD_DENO=${Deno.execPath()}`,
+    "-E",
+    `SOCKET_PROXYD_PROGRAM=${program}`,
+    wrapper,
+  ];
+}
+
+/** Runs the wrapper over `program` with `--version`: throws, with its output, unless it starts. */
+export async function checkProgram(wrapper: string, program: string): Promise<string> {
+  const r = await run(wrapper, ["--version"], 60_000, {
+    env: { SOCKET_PROXYD_DENO: Deno.execPath(), SOCKET_PROXYD_PROGRAM: program },
+  });
+  if (r.code !== 0) {
+    throw new Error(`${program} does not start under ${wrapper} (exit ${r.code}):\n${r.stderr}`);
+  }
+  return r.stdout.trim();
 }
 
 /** One running contender: connect to `port`; `pid` is the proxy process (none for direct). */
@@ -125,7 +176,7 @@ export interface Instance {
   readonly contender: ContenderId;
   readonly port: number;
   readonly pid: number | null;
-  /** Waits until the proxy process has replaced systemd-socket-activate (after a connection). */
+  /** Waits until the proxy's own executable runs in `pid` (after a first connection). */
   execed(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -136,9 +187,31 @@ export interface ContenderOptions {
   readonly connectionsMax?: number;
 }
 
+/** The program line after systemd-socket-activate's options, and the executable it ends in. */
+function programOf(
+  contender: Exclude<ContenderId, "direct">,
+  paths: Paths,
+  args: string[],
+): { argv: string[]; exe: string } {
+  if (contender === "reference") {
+    return { argv: [paths.reference, ...args], exe: Deno.realPathSync(paths.reference) };
+  }
+  const program = contender === "ours"
+    ? paths.bundle
+    : contender === "deno-floor"
+    ? paths.floor
+    : paths.baseline;
+  if (program === null) throw new Error("no baseline bundle was given (--baseline=PATH)");
+  return {
+    argv: [...wrapped(paths.wrapper, program), ...args],
+    exe: Deno.realPathSync(Deno.execPath()),
+  };
+}
+
 /**
  * Starts a contender in front of 127.0.0.1:`backendPort`: for the proxies a fresh
- * systemd-socket-activate on a new port, which execs the proxy on the first connection.
+ * systemd-socket-activate on a new port, which execs the proxy on the first connection (ours,
+ * the baseline and the floor through the wrapper, which execs Deno in turn).
  */
 export async function startContender(
   contender: ContenderId,
@@ -157,19 +230,11 @@ export async function startContender(
   }
   const port = freePort();
   const limit = options.connectionsMax === undefined ? [] : [`-c`, String(options.connectionsMax)];
-  const target = `127.0.0.1:${backendPort}`;
-  const program = contender === "reference"
-    ? [paths.reference, ...limit, target]
-    : [Deno.execPath(), "run", "-P=proxy", paths.main, ...limit, target];
-  // The deployment environment (systemd/socket-proxyd exports it; see src/service/reclaim.ts).
-  const trim = contender === "reference" ? [] : ["-E", "DENO_USR2_MEMORY_TRIM=1"];
-  const env = contender === "ours-portable"
-    ? [...trim, "-E", "SOCKET_PROXYD_DATA_PATH=portable"]
-    : trim;
+  const { argv, exe } = programOf(contender, paths, [...limit, `127.0.0.1:${backendPort}`]);
   const proc = withNofile(
     contender,
     "systemd-socket-activate",
-    ["-l", `127.0.0.1:${port}`, ...env, ...program],
+    ["-l", `127.0.0.1:${port}`, ...argv],
     { cwd: paths.root },
   );
   await proc.waitFor(/Listening on/, 10_000);
@@ -180,9 +245,9 @@ export async function startContender(
     async execed(timeoutMs = 10_000) {
       const deadline = performance.now() + timeoutMs;
       while (performance.now() < deadline) {
-        const exe = exeOf(proc.pid);
-        if (exe === null) throw new Error(`${contender} exited:\n${proc.log()}`);
-        if (!exe.endsWith("systemd-socket-activate")) return;
+        const now = exeOf(proc.pid);
+        if (now === null) throw new Error(`${contender} exited:\n${proc.log()}`);
+        if (now === exe) return;
         await new Promise((r) => setTimeout(r, 10));
       }
       throw new Error(`${contender} was not started within ${timeoutMs} ms:\n${proc.log()}`);

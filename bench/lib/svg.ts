@@ -5,12 +5,15 @@
  */
 import type { Summary, TargetResult } from "./report.ts";
 
+/** Who a bar compares ours with. */
+export type Series = "ours" | "baseline" | "direct" | "nginx" | "socat";
+
 /** One bar: a ratio oriented so that right of 1× is better for us, and its target. */
 export interface ChartRow {
   label: string;
   value: number;
   target: number | null;
-  series: "ours" | "portable" | "direct" | "nginx" | "socat";
+  series: Series;
   note: string;
 }
 
@@ -47,12 +50,12 @@ function rows(summaries: readonly Summary[], targets: readonly TargetResult[]): 
         note,
       });
     }
-    if (!Number.isNaN(s.portableVsReference)) {
+    if (!Number.isNaN(s.vsBaseline)) {
       out.push({
-        label: `${s.metric.label} (portable)`,
-        value: orient(s.portableVsReference),
-        target,
-        series: "portable",
+        label: `${s.metric.label} vs baseline`,
+        value: orient(s.vsBaseline),
+        target: null,
+        series: "baseline",
         note: "",
       });
     }
@@ -66,6 +69,50 @@ function rows(summaries: readonly Summary[], targets: readonly TargetResult[]): 
         note: "",
       });
     }
+  }
+  return out;
+}
+
+/** What each series drawn means. */
+const LEGEND: Record<Series, string> = {
+  ours: "ours / reference",
+  baseline: "ours / baseline",
+  direct: "ours / direct",
+  nginx: "UDP: ours / nginx",
+  socat: "UDP: ours / socat",
+};
+
+/** The legend at `y`: the series drawn (UDP's on a second line), then the target mark. */
+function legend(
+  data: readonly ChartRow[],
+  colour: Record<Series, string>,
+  x0: number,
+  y: number,
+): string[] {
+  const out: string[] = [];
+  const drawn = new Set(data.map((r) => r.series));
+  let x = x0;
+  for (const series of ["ours", "baseline", "direct"] as const) {
+    if (!drawn.has(series)) continue;
+    out.push(
+      `<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${colour[series]}"/>`,
+      `<text x="${x + 18}" y="${y}">${LEGEND[series]}</text>`,
+    );
+    x += 140;
+  }
+  out.push(
+    `<line x1="${x}" y1="${y - 10}" x2="${x}" y2="${y + 2}" stroke="#1a9641" stroke-width="3"/>`,
+    `<text x="${x + 8}" y="${y}">target (green met, red missed); lower-is-better ` +
+      `metrics shown as reference / ours</text>`,
+  );
+  x = x0;
+  for (const series of ["nginx", "socat"] as const) {
+    if (!drawn.has(series)) continue;
+    out.push(
+      `<rect x="${x}" y="${y + 12}" width="12" height="12" fill="${colour[series]}"/>`,
+      `<text x="${x + 18}" y="${y + 22}">${LEGEND[series]}</text>`,
+    );
+    x += 150;
   }
   return out;
 }
@@ -87,9 +134,9 @@ export function chart(
   const x = (v: number) =>
     labelW + ((Math.log10(Math.min(hi, Math.max(lo, v))) - Math.log10(lo)) /
         (Math.log10(hi) - Math.log10(lo))) * plotW;
-  const colour = {
+  const colour: Record<Series, string> = {
     ours: "#2b7bb9",
-    portable: "#8fb8de",
+    baseline: "#1b9e77",
     direct: "#7a7a7a",
     nginx: "#e08214",
     socat: "#8073ac",
@@ -137,26 +184,7 @@ export function chart(
     );
   });
   const ly = top + data.length * rowH + 28;
-  out.push(
-    `<rect x="${pad}" y="${ly - 10}" width="12" height="12" fill="${colour.ours}"/>`,
-    `<text x="${pad + 18}" y="${ly}">ours / reference</text>`,
-    `<rect x="${pad + 150}" y="${ly - 10}" width="12" height="12" fill="${colour.portable}"/>`,
-    `<text x="${pad + 168}" y="${ly}">portable path / reference</text>`,
-    `<rect x="${pad + 350}" y="${ly - 10}" width="12" height="12" fill="${colour.direct}"/>`,
-    `<text x="${pad + 368}" y="${ly}">ours / direct</text>`,
-    `<line x1="${pad + 480}" y1="${ly - 10}" x2="${pad + 480}" y2="${ly + 2}" ` +
-      `stroke="#1a9641" stroke-width="3"/>`,
-    `<text x="${pad + 488}" y="${ly}">target (green met, red missed); lower-is-better ` +
-      `metrics shown as reference / ours</text>`,
-  );
-  if (extra.length > 0) {
-    out.push(
-      `<rect x="${pad}" y="${ly + 12}" width="12" height="12" fill="${colour.nginx}"/>`,
-      `<text x="${pad + 18}" y="${ly + 22}">UDP: ours / nginx</text>`,
-      `<rect x="${pad + 150}" y="${ly + 12}" width="12" height="12" fill="${colour.socat}"/>`,
-      `<text x="${pad + 168}" y="${ly + 22}">UDP: ours / socat</text>`,
-    );
-  }
+  out.push(...legend(data, colour, pad, ly));
   out.push(`</svg>`);
   return out.join("\n") + "\n";
 }

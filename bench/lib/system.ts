@@ -124,15 +124,29 @@ export function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
-/** The private memory (clean and dirty, from /proc/PID/smaps_rollup) of process `pid`, in KiB. */
-export function privateKiB(pid: number): number {
+/** Fields of /proc/PID/smaps_rollup, in KiB. */
+export interface Rollup {
+  /** Resident set size. */
+  readonly rss: number;
+  /** Anonymous memory (heaps, stacks, private writable mappings): what the process made. */
+  readonly anonymous: number;
+  /** Private memory, clean and dirty (pages no other process shares). */
+  readonly private: number;
+}
+
+/** Reads {@link Rollup} of process `pid` from /proc/PID/smaps_rollup. */
+export function rollupKiB(pid: number): Rollup {
   const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
   const field = (name: string) => {
     const m = rollup.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"));
     if (!m) throw new Error(`no ${name} in smaps_rollup of pid ${pid}`);
     return Number(m[1]);
   };
-  return field("Private_Clean") + field("Private_Dirty");
+  return {
+    rss: field("Rss"),
+    anonymous: field("Anonymous"),
+    private: field("Private_Clean") + field("Private_Dirty"),
+  };
 }
 
 /** The number of open file descriptors of process `pid`. */

@@ -7,7 +7,7 @@
  * @module
  */
 import { run, spawn } from "./proc.ts";
-import { type Backend, withNofile } from "./services.ts";
+import { type Backend, withNofile, wrapped } from "./services.ts";
 import { cpuSeconds, exeOf, rssKiB, type Tool } from "./system.ts";
 import type { UdpAllSamples } from "./udpreport.ts";
 
@@ -40,8 +40,8 @@ export type UdpSamples = Record<string, number[]>;
 
 /** What the UDP workloads share. */
 export interface UdpContext {
-  /** The project directory (the wrapper is systemd/socket-proxyd there). */
-  readonly root: string;
+  /** The deployment wrapper, systemd/socket-proxyd. */
+  readonly wrapper: string;
   /** The bundle the wrapper runs. */
   readonly bundle: string;
   /** A temporary directory of ours. */
@@ -256,11 +256,7 @@ async function startUdp(
     proc = withNofile("ours (udp)", "systemd-socket-activate", [
       "--datagram",
       `--listen=127.0.0.1:${port}`,
-      `-E`,
-      `SOCKET_PROXYD_DENO=${Deno.execPath()}`,
-      `-E`,
-      `SOCKET_PROXYD_PROGRAM=${ctx.bundle}`,
-      `${ctx.root}/systemd/socket-proxyd`,
+      ...wrapped(ctx.wrapper, ctx.bundle),
       `--connections-max=${sessions + 64}`,
       "--idle-timeout=10min",
       target,
@@ -487,28 +483,16 @@ export async function idle(contender: UdpContender, ctx: UdpContext): Promise<Ud
   }
 }
 
-/** Bundles the program (`deno bundle`, as `deno task bundle` does) to `out` for the wrapper. */
-export async function bundle(root: string, out: string): Promise<void> {
-  const r = await run(
-    Deno.execPath(),
-    ["bundle", "-q", "--platform=deno", "-o", out, `${root}/main.ts`],
-    300_000,
-    { cwd: root },
-  );
-  if (r.code !== 0) throw new Error(`deno bundle failed:\n${r.stderr}`);
-}
-
-/** Prepares the UDP workloads in `tmp`: the bundle, dnsperf's query file, dnsmasq. */
+/** Prepares the UDP workloads in `tmp`: dnsperf's query file and dnsmasq. */
 export async function prepareUdp(
-  root: string,
+  wrapper: string,
+  bundle: string,
   tmp: string,
   settings: Pick<UdpContext, "durationS" | "warmupS" | "sessions">,
 ): Promise<UdpContext & { readonly dnsmasq: Backend }> {
-  const out = `${tmp}/socket-proxyd.js`;
-  await bundle(root, out);
   await writeQueryFile(tmp);
   const dnsmasq = await startDnsmasq(tmp);
-  return { root, bundle: out, tmp, dnsPort: dnsmasq.port, ...settings, dnsmasq };
+  return { wrapper, bundle, tmp, dnsPort: dnsmasq.port, ...settings, dnsmasq };
 }
 
 /** The versions of the UDP tools, recorded with the results. */

@@ -2,7 +2,7 @@
  * The command line, compatible with systemd-socket-proxyd(8). Pure: no I/O.
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseArgs } from "./args.ts";
 import { WHEN_FULL, type WhenFull } from "../service/admission.ts";
 import { type ListenAddress, parseListenAddress } from "./address.ts";
 import { DEFAULT_CONNECTIONS_MAX } from "../service/limit.ts";
@@ -190,9 +190,7 @@ export function parseCommandLine(args: readonly string[]): Command {
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: true,
+      args,
       options: {
         help: { type: "boolean", short: "h" },
         version: { type: "boolean" },

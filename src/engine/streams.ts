@@ -30,7 +30,7 @@ import type { Reclaimer } from "../service/reclaim.ts";
 import { Refusals } from "../service/refusals.ts";
 import { Connection, type ConnectionHost } from "./connection.ts";
 import { Destination } from "./destination.ts";
-import { Dial, type Dialled, tuneTcp } from "./dial.ts";
+import { Dial, type Dialled, tuneListener, tuneTcp } from "./dial.ts";
 import { ERRNO, SystemError } from "./errno.ts";
 import type { Libc } from "./libc.ts";
 import { describeListener, localAddress, peerAddress } from "./listeners.ts";
@@ -87,6 +87,11 @@ class Listener implements Pollable {
   watching = false;
   /** A timer that watches it again after a failed accept. */
   resting: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Whether the clients it accepts now have the TCP options set on it (see `tuneListener`):
+   * once its queue has been emptied once, every client in it came after they were set.
+   */
+  inherits = false;
 
   constructor(
     readonly relay: StreamRelay,
@@ -94,6 +99,8 @@ class Listener implements Pollable {
     readonly destination: Destination,
     /** Whether its clients have IP addresses (TCP options apply, sources are counted). */
     readonly ip: boolean,
+    /** Whether the TCP options were set on it, for its clients to inherit. */
+    readonly tuned: boolean,
     /** Passed in: the service manager keeps its own descriptor (never unlinked, never shut). */
     readonly passed: boolean,
     /** For our own Unix socket: the file to remove when it closes. */
@@ -112,6 +119,8 @@ interface Admitted {
   readonly fd: number;
   readonly destination: Destination;
   readonly ip: boolean;
+  /** Whether it has the TCP options already (inherited from its listener). */
+  readonly tuned: boolean;
   readonly passed: boolean;
   readonly source: string | null;
 }
@@ -205,6 +214,7 @@ export class StreamRelay implements ConnectionHost {
       fd,
       this.#destination(target),
       ip,
+      ip && tuneListener(this.libc, fd, this.#options.keepalive),
       own === null,
       own?.path ?? null,
       own === null ? `${where} (fd ${fd})` : where,
@@ -219,6 +229,7 @@ export class StreamRelay implements ConnectionHost {
       fd,
       destination: this.#destination(target),
       ip,
+      tuned: false,
       passed: true,
       source: null,
     });
@@ -306,6 +317,7 @@ export class StreamRelay implements ConnectionHost {
         fd,
         destination: listener.destination,
         ip: listener.ip,
+        tuned: listener.inherits,
         passed: false,
         source,
       };
@@ -328,6 +340,7 @@ export class StreamRelay implements ConnectionHost {
   #acceptFailed(listener: Listener, errno: number): void {
     switch (errno) {
       case ERRNO.EAGAIN:
+        listener.inherits = listener.tuned;
         return;
       case ERRNO.EINTR:
       case ERRNO.ECONNABORTED:
@@ -393,7 +406,7 @@ export class StreamRelay implements ConnectionHost {
   #start(admitted: Admitted): void {
     this.#options.reclaimer?.busy();
     const { fd, destination, ip } = admitted;
-    if (ip) tuneTcp(this.libc, fd, this.#options.keepalive);
+    if (ip && !admitted.tuned) tuneTcp(this.libc, fd, this.#options.keepalive);
     const debug = logs("debug");
     const kept: Kept = {
       admitted,

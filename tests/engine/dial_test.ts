@@ -1,6 +1,6 @@
 import { equal, ok } from "node:assert/strict";
 import { Destination } from "../../src/engine/destination.ts";
-import { Dial, type Dialled, retryable } from "../../src/engine/dial.ts";
+import { Dial, type Dialled, retryable, tuneListener } from "../../src/engine/dial.ts";
 import { ERRNO, SystemError } from "../../src/engine/errno.ts";
 import { encodeIP } from "../../src/engine/sockaddr.ts";
 import type { Target } from "../../src/cli/target.ts";
@@ -183,4 +183,38 @@ Deno.test("retryable: a lack of permission is a configuration error; the rest is
     equal(retryable(new SystemError(errno)), true, `errno ${errno}`);
   }
   equal(retryable(new Error("cannot resolve x (timeout)")), true);
+});
+
+Deno.test("tuneListener: clients accepted after it inherit TCP_NODELAY and SO_KEEPALIVE; queued ones do not", () => {
+  const option = (fd: number, level: number, name: number) => {
+    const value = new Uint8Array(4);
+    libc.call.getsockopt(fd, level, name, value, new Uint8Array([4, 0, 0, 0]));
+    return value[0];
+  };
+  const [TCP, NODELAY, SOCKET, KEEPALIVE] = [6, 1, 1, 9];
+  const listener = socketOf(2, 1);
+  const any = encodeIP("127.0.0.1", 0);
+  equal(libc.call.bind(listener, any, any.length), 0);
+  equal(libc.call.listen(listener, 8), 0);
+  const name = new Uint8Array(16);
+  libc.call.getsockname(listener, name, new Uint8Array([16, 0, 0, 0]));
+  const clients = [socketOf(2, 1), socketOf(2, 1)];
+  try {
+    libc.call.connect(clients[0], name, 16); // Queued before the options are set.
+    ok(tuneListener(libc, listener, true));
+    libc.call.connect(clients[1], name, 16);
+    for (const inherits of [false, true]) {
+      let fd = -1;
+      for (let i = 0; i < 1000 && fd < 0; i++) fd = libc.call.accept4(listener, null, null, 0);
+      ok(fd >= 0);
+      equal(option(fd, TCP, NODELAY), inherits ? 1 : 0, `TCP_NODELAY, inherits: ${inherits}`);
+      equal(option(fd, SOCKET, KEEPALIVE), inherits ? 1 : 0, `SO_KEEPALIVE, inherits: ${inherits}`);
+      libc.call.close(fd);
+    }
+    // Off is set too: a listener a previous run tuned on is tuned off.
+    ok(tuneListener(libc, listener, false));
+    equal(option(listener, SOCKET, KEEPALIVE), 0);
+  } finally {
+    for (const fd of [listener, ...clients]) libc.call.close(fd);
+  }
 });

@@ -1,23 +1,41 @@
 /**
  * Forwarding one stream connection both ways, on the engine's event loop: the data path.
  *
- * Each side is one socket. Bytes read from one side are written to the other at once, through
+ * Each side is one socket, watched once for everything (readable, writable, the peer's end of
+ * stream), edge-triggered, so a connection costs no epoll change after it is registered: the
+ * side remembers what the kernel said (there may be bytes to read; there is room to write) and
+ * acts on it when it can. Bytes read from one side are written to the other at once, through
  * the one buffer every connection shares (the event loop handles one socket at a time), so an
  * idle connection holds no buffer at all. When the other side does not take them all, the rest
- * is kept for that side alone, the reading side is no longer watched, and the other is watched
- * for room: backpressure, with memory bounded by one read per direction. End of stream on one
- * side becomes a half-close (`shutdown(SHUT_WR)`) of the other once its bytes are out; when both
- * directions have ended, both sockets are closed (the last direction's FIN comes with the close,
- * one system call sooner). An error on either side, a reset say, closes both at once: epoll
- * reports errors even on a side not watched for anything, so a reset is seen while the
+ * is kept for that side alone and reading stops until it has taken them (backpressure: memory
+ * bounded by one read per direction). End of stream on one side becomes a half-close
+ * (`shutdown(SHUT_WR)`) of the other once its bytes are out; when both directions have ended,
+ * both sockets are closed (the last direction's FIN comes with the close, one system call
+ * sooner). An error on either side, a reset say, closes both at once, even while the
  * connection waits on its other side.
+ *
+ * With edge-triggered readiness a side is read until a read comes back short (the kernel's
+ * queue was empty then; anything that comes later is a new edge), and after a short read once
+ * more when the peer's end of stream was reported (EPOLLRDHUP), to read it.
  * @module
  */
 import { ERRNO, SystemError } from "./errno.ts";
 import type { Libc } from "./libc.ts";
-import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, type Pollable, type Poller } from "./poller.ts";
+import {
+  EPOLLERR,
+  EPOLLET,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
+  EPOLLRDHUP,
+  type Pollable,
+  type Poller,
+} from "./poller.ts";
 
-/** Reads in a row from one side per readiness while they fill the buffer: 4 MiB at 256 KiB. */
+/** What a side is watched for, once and for all. */
+export const SIDE_EVENTS: number = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+
+/** Reads in a row from one side while they fill the buffer (4 MiB at 256 KiB); then others. */
 const ROUNDS = 16;
 
 const SHUT_WR = 1;
@@ -36,14 +54,13 @@ export interface ConnectionHost {
   ended(connection: Connection, error: Error | null): void;
 }
 
-/** Not watched (yet, or any more). */
-const UNWATCHED = -1;
-
 /** One socket of a connection. */
-class Side implements Pollable {
+export class Side implements Pollable {
   token = 0;
-  /** The epoll events it is watched for, or {@link UNWATCHED}. */
-  interest = UNWATCHED;
+  /** The kernel may have bytes (or the end of stream) for us to read. */
+  readable = false;
+  /** The peer's end of stream was reported: read until it shows. */
+  peerEnded = false;
   /** A read gave end of stream. */
   eof = false;
   /** Writing to it was shut down. */
@@ -108,55 +125,53 @@ export class Connection {
   }
 
   /**
-   * Starts forwarding over the connected backend socket `backendFd` (registered with the poller
-   * under `token` by its dial, or 0), `first` (a PROXY header) before any client byte. The
-   * client has usually sent its first bytes by now: they are read at once rather than after
-   * another wait.
+   * Starts forwarding over the connected backend socket `backendFd`: registered by its dial
+   * under `token` for {@link SIDE_EVENTS} (`events` are those that said it connected), or not
+   * yet (0). `first` (a PROXY header) goes before any client byte.
    */
-  open(backendFd: number, token: number, first: Uint8Array | null): void {
+  open(backendFd: number, token: number, events: number, first: Uint8Array | null): void {
     const backend = this.backend;
     backend.fd = backendFd;
     if (token !== 0) {
-      // The dial's registration (watched for EPOLLOUT) carries on.
       backend.token = token;
-      backend.interest = EPOLLOUT;
       this.host.poller.handOver(token, backend);
     }
     this.#open = true;
     this.lastActive = this.host.poller.now;
-    if (first !== null && !this.#write(this.backend, first)) return;
-    this.#watch(this.backend);
-    this.#watch(this.client);
-    if (this.#canRead(this.client)) this.#pump(this.client);
+    if (!this.#register(backend) || !this.#register(this.client)) return;
+    if (first !== null) {
+      backend.pending = first;
+      if (!this.#flush(backend)) return;
+    }
+    if (token !== 0) this.ready(backend, events);
+    if (!this.#closed && this.client.readable) this.#pump(this.client);
   }
 
   /**
-   * Watches the client for errors only, while its backend is being dialled: a client that
-   * resets meanwhile ends the connection (see {@link ready}).
+   * Watches the client while its backend is being dialled: a client that resets meanwhile ends
+   * the connection, and what it sends is read once the backend is there.
    */
   watchClient(): void {
-    this.#watch(this.client);
+    this.#register(this.client);
   }
 
   /** Handles readiness of `side`. */
   ready(side: Side, events: number): void {
     if (this.#closed) return;
-    if ((events & EPOLLERR) !== 0) return this.#fail(new SystemError(this.#socketError(side)));
-    if (!this.#open) {
-      // The client, while its backend is dialled: only a hang-up comes, a reset with ERR.
-      return this.close(new SystemError(ERRNO.ECONNRESET));
-    }
-    // A hang-up with bytes pending cannot take them: the write says why.
-    if (side.pending !== null && (events & (EPOLLOUT | EPOLLHUP)) !== 0 && !this.#flush(side)) {
+    if ((events & EPOLLERR) !== 0) return this.close(new SystemError(this.#socketError(side)));
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) !== 0) side.readable = true;
+    if ((events & (EPOLLRDHUP | EPOLLHUP)) !== 0) side.peerEnded = true;
+    if (!this.#open) return; // The client, while its backend is dialled.
+    // Room to write, or a hang-up that the write will explain.
+    if ((events & (EPOLLOUT | EPOLLHUP)) !== 0 && side.pending !== null && !this.#flush(side)) {
       return;
     }
-    if (this.#canRead(side)) {
-      if ((events & (EPOLLIN | EPOLLHUP)) !== 0) this.#pump(side);
-    } else if ((events & EPOLLHUP) !== 0 && side.pending === null) {
-      // Hung up (its peer sent FIN, and we shut it) while its reader waits: reported until
-      // it is read, so it is watched again only when it can be.
-      this.#unwatch(side);
-    }
+    if (side.readable) this.#pump(side);
+  }
+
+  /** Reads `side` again (after others had their turn). */
+  private resume(side: Side): void {
+    if (!this.#closed && side.readable) this.#pump(side);
   }
 
   /**
@@ -169,9 +184,9 @@ export class Connection {
     for (const side of [this.client, this.backend]) {
       if (side.fd < 0) continue;
       if (side.passed) {
-        if (side.interest !== UNWATCHED) this.host.poller.remove(side.fd, side.token);
+        if (side.token !== 0) this.host.poller.remove(side.fd, side.token);
         if (error !== null) this.host.libc.call.shutdown(side.fd, SHUT_RDWR);
-      } else if (side.interest !== UNWATCHED) {
+      } else if (side.token !== 0) {
         this.host.poller.forget(side.token);
       }
       this.host.libc.call.close(side.fd);
@@ -181,45 +196,42 @@ export class Connection {
     this.host.ended(this, error);
   }
 
-  #fail(error: Error): void {
-    this.close(error);
-  }
-
-  #canRead(side: Side): boolean {
-    return this.#open && !side.eof && side.other.pending === null;
-  }
-
-  /** Reads `from` and writes what it gives to the other side, while that takes it all. */
+  /**
+   * Reads `from` and writes what it gives to the other side, while the kernel has more and the
+   * other side takes it all.
+   */
   #pump(from: Side): void {
     const { libc, buffer, bufferSize } = this.host;
     const to = from.other;
     for (let round = 0; round < ROUNDS; round++) {
+      if (to.pending !== null || from.eof) return; // Backpressure, or nothing more to come.
       const n = libc.call.read(from.fd, buffer, bufferSize);
       if (n > 0) {
         from.bytes += n;
         this.lastActive = this.host.poller.now;
         const written = libc.call.write(to.fd, buffer, BigInt(n));
-        if (written === n) {
-          if (n < buffer.length) return; // The socket is most likely drained.
-          continue;
+        if (written !== n) {
+          if (written < 0 && libc.errno() !== ERRNO.EAGAIN) {
+            return this.close(new SystemError(libc.errno()));
+          }
+          to.pending = buffer.slice(Math.max(written, 0), n);
+          return;
         }
-        if (written < 0 && libc.errno() !== ERRNO.EAGAIN) {
-          return this.#fail(new SystemError(libc.errno()));
-        }
-        to.pending = buffer.slice(Math.max(written, 0), n);
-        this.#watch(from);
-        this.#watch(to);
-        return;
+        // A short read emptied the kernel's queue: done, unless its end of stream is next.
+        if (n < buffer.length && !from.peerEnded) return void (from.readable = false);
+        continue;
       }
       if (n === 0) return this.#ended(from);
       const errno = libc.errno();
-      if (errno === ERRNO.EAGAIN) return;
-      if (errno !== ERRNO.EINTR) return this.#fail(new SystemError(errno));
+      if (errno === ERRNO.EAGAIN) return void (from.readable = false);
+      if (errno !== ERRNO.EINTR) return this.close(new SystemError(errno));
     }
+    // More to read, but others get their turn first.
+    this.host.poller.defer(() => this.resume(from));
   }
 
   /**
-   * Writes what `to` has pending.
+   * Writes what `to` has pending; once it is all out, reading the other side goes on.
    * @returns false when the connection failed or closed meanwhile.
    */
   #flush(to: Side): boolean {
@@ -229,7 +241,7 @@ export class Connection {
     if (written < 0) {
       const errno = libc.errno();
       if (errno === ERRNO.EAGAIN || errno === ERRNO.EINTR) return true;
-      this.#fail(new SystemError(errno));
+      this.close(new SystemError(errno));
       return false;
     }
     if (written < pending.length) {
@@ -238,23 +250,9 @@ export class Connection {
     }
     to.pending = null;
     const from = to.other;
-    if (from.eof) {
-      this.#ended(from);
-      return !this.#closed;
-    }
-    this.#watch(to);
-    this.#watch(from);
-    return true;
-  }
-
-  /**
-   * Writes `data` to `to` before anything else (the PROXY header); what it does not take is
-   * kept pending.
-   * @returns false when the connection failed.
-   */
-  #write(to: Side, data: Uint8Array): boolean {
-    to.pending = data;
-    return this.#flush(to);
+    if (from.eof) this.#ended(from);
+    else if (from.readable) this.#pump(from);
+    return !this.#closed;
   }
 
   /**
@@ -263,35 +261,28 @@ export class Connection {
    */
   #ended(from: Side): void {
     from.eof = true;
+    from.readable = false;
     const to = from.other;
-    if (to.pending !== null) return this.#watch(from);
+    if (to.pending !== null) return;
     if (to.eof && from.shut) return this.close(null);
     if (this.host.libc.call.shutdown(to.fd, SHUT_WR) < 0) {
       const errno = this.host.libc.errno();
       // The peer is gone already (it reset, or closed both ways): nothing more to tell it.
-      if (errno !== ERRNO.ENOTCONN) return this.#fail(new SystemError(errno));
+      if (errno !== ERRNO.ENOTCONN) return this.close(new SystemError(errno));
     }
     to.shut = true;
-    this.#watch(from);
   }
 
-  /** Brings the epoll interest of `side` in line with its state. */
-  #watch(side: Side): void {
-    const wanted = (this.#canRead(side) ? EPOLLIN : 0) | (side.pending !== null ? EPOLLOUT : 0);
-    if (wanted === side.interest) return;
-    const poller = this.host.poller;
-    if (side.interest === UNWATCHED) {
-      side.token = poller.add(side.fd, wanted, side);
-      if (side.token === 0) return this.#fail(new SystemError(this.host.libc.errno()));
-    } else {
-      poller.modify(side.fd, side.token, wanted);
-    }
-    side.interest = wanted;
-  }
-
-  #unwatch(side: Side): void {
-    this.host.poller.remove(side.fd, side.token);
-    side.interest = UNWATCHED;
+  /**
+   * Registers `side` for {@link SIDE_EVENTS} unless it is already.
+   * @returns false when epoll refused (the connection is then closed).
+   */
+  #register(side: Side): boolean {
+    if (side.token !== 0) return true;
+    side.token = this.host.poller.add(side.fd, SIDE_EVENTS, side);
+    if (side.token !== 0) return true;
+    this.close(new SystemError(this.host.libc.errno()));
+    return false;
   }
 
   /** The error pending on `side`'s socket (SO_ERROR). */

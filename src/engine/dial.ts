@@ -12,7 +12,8 @@
 import type { Destination } from "./destination.ts";
 import { ERRNO, SystemError } from "./errno.ts";
 import type { Libc } from "./libc.ts";
-import { EPOLLERR, EPOLLHUP, EPOLLOUT, type Pollable, type Poller } from "./poller.ts";
+import { SIDE_EVENTS } from "./connection.ts";
+import { EPOLLERR, EPOLLHUP, type Pollable, type Poller } from "./poller.ts";
 import { AF_INET, AF_INET6, familyOf } from "./sockaddr.ts";
 
 /** Pause after the first failed round; doubled after each further one, up to the maximum. */
@@ -41,10 +42,14 @@ export interface DialOptions {
   readonly keepalive: boolean;
 }
 
-/** The connected backend socket, and its registration with the poller (0: none). */
+/**
+ * The connected backend socket, its registration with the poller (for the connection's
+ * events, or 0: none yet), and the events that said it connected.
+ */
 export interface Dialled {
   readonly fd: number;
   readonly token: number;
+  readonly events: number;
 }
 
 /** Sets TCP_NODELAY (the proxy writes what it reads at once) and, if asked, SO_KEEPALIVE. */
@@ -127,7 +132,7 @@ export class Dial implements Pollable {
   ready(events: number): void {
     if (this.#over) return;
     if ((events & (EPOLLERR | EPOLLHUP)) === 0) {
-      const dialled = { fd: this.#fd, token: this.#token };
+      const dialled = { fd: this.#fd, token: this.#token, events };
       this.#fd = -1; // Handed over with its registration.
       return this.#finish(dialled);
     }
@@ -156,11 +161,12 @@ export class Dial implements Pollable {
       if (family === AF_INET || family === AF_INET6) tuneTcp(this.libc, fd, this.options.keepalive);
       const prepared = this.prepare?.(fd, family) ?? 0;
       if (prepared === 0 && call.connect(fd, address, address.length) === 0) {
-        return this.#finish({ fd, token: 0 });
+        return this.#finish({ fd, token: 0, events: 0 });
       }
       let errno = prepared || this.libc.errno();
       if (errno === ERRNO.EINPROGRESS) {
-        this.#token = this.poller.add(fd, EPOLLOUT, this);
+        // Registered for what the connection will need: its completion is the first edge.
+        this.#token = this.poller.add(fd, SIDE_EVENTS, this);
         if (this.#token !== 0) return void (this.#fd = fd);
         errno = this.libc.errno();
       }

@@ -21,6 +21,10 @@ export const EPOLLOUT = 0x004;
 export const EPOLLERR = 0x008;
 /** ...both directions are shut (or reset). ERR and HUP come whatever the interest. */
 export const EPOLLHUP = 0x010;
+/** The peer shut down its writing: its end of stream is there to read. */
+export const EPOLLRDHUP = 0x2000;
+/** Edge-triggered: an event when something changes, not while a socket stays ready. */
+export const EPOLLET = 0x80000000;
 
 const EPOLL_CLOEXEC = 0x80000;
 const EFD_CLOEXEC = 0x80000;
@@ -72,6 +76,8 @@ export class Poller {
   /** An eventfd in the set, written to end a pending wait (token 0). */
   readonly #wake: number;
   readonly #batchEnds: Array<() => void> = [];
+  /** Work put off to let other sockets have their turn: done before the next wait. */
+  #deferred: Array<() => void> = [];
   #nextToken: number;
   #running = false;
   #closed = false;
@@ -101,14 +107,23 @@ export class Poller {
     return this.#libc.call.epoll_ctl(this.#epfd, op, fd, this.#one);
   }
 
+  /**
+   * Runs `task` soon, after the events at hand (for a socket that had more to read when its
+   * turn ended): the loop then looks for events without waiting, does the task, and only waits
+   * once nothing is put off.
+   */
+  defer(task: () => void): void {
+    this.#deferred.push(task);
+  }
+
   /** Calls `hook` once the events taken by each wait or look have been handled. */
   onBatchEnd(hook: () => void): void {
     this.#batchEnds.push(hook);
   }
 
   /**
-   * Watches `fd` for `events` (level-triggered; 0 still reports errors and hang-ups) and calls
-   * `handler` while it is ready.
+   * Watches `fd` for `events` (level-triggered unless they include EPOLLET; 0 still reports
+   * errors and hang-ups) and calls `handler` while it is ready.
    * @returns a token for {@link modify}, {@link remove} and {@link forget}, or 0 when epoll
    * refused (errno says why).
    */
@@ -171,10 +186,15 @@ export class Poller {
     // A first look without waiting: at start-up the client that started us is already there.
     let count = call.epoll_poll(this.#epfd, this.#events, BATCH, 0);
     while (!this.#closed && this.#handlers.size > 0) {
-      if (count <= 0) count = await call.epoll_wait(this.#epfd, this.#events, BATCH, -1);
+      if (count <= 0) {
+        // With work put off, the worker only gives the event loop its turn (timeout 0).
+        const wait = this.#deferred.length > 0 ? 0 : -1;
+        count = await call.epoll_wait(this.#epfd, this.#events, BATCH, wait);
+      }
       for (let spin = 0, empty = 0; spin < SPINS && empty < EMPTY_SPINS && !this.#closed; spin++) {
-        if (count > 0) {
-          this.#dispatch(count);
+        if (count > 0 || this.#deferred.length > 0) {
+          if (count > 0) this.#dispatch(count);
+          this.#runDeferred();
           empty = 0;
         } else empty++;
         count = call.epoll_poll(this.#epfd, this.#events, BATCH, 0);
@@ -185,6 +205,13 @@ export class Poller {
     }
     this.#running = false;
     stopped.resolve();
+  }
+
+  #runDeferred(): void {
+    if (this.#deferred.length === 0) return;
+    const tasks = this.#deferred;
+    this.#deferred = [];
+    for (const task of tasks) task();
   }
 
   #dispatch(count: number): void {

@@ -446,7 +446,7 @@ export class StreamRelay implements ConnectionHost {
     const header = this.#options.proxyProtocol === null
       ? null
       : proxyHeader(this.#options.proxyProtocol, this.#addresses(connection.client.fd));
-    connection.open(result.fd, result.token, header);
+    connection.open(result.fd, result.token, result.events, header);
     this.#options.onChange();
   }
 

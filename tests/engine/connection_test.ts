@@ -31,7 +31,7 @@ async function connection(options: { size?: number; first?: Uint8Array } = {}) {
   const [client, backend] = [await tcpPair(), await tcpPair()];
   const { host, ended } = hostOf(poller, options.size);
   const connection = new Connection(host, client.fd, false);
-  connection.open(backend.fd, 0, options.first ?? null);
+  connection.open(backend.fd, 0, 0, options.first ?? null);
   return {
     connection,
     client: client.conn,
@@ -150,7 +150,7 @@ Deno.test("Connection: a reset of the client, while its bytes wait for a backend
   const backend = await tcpPair();
   const { host, ended } = hostOf(poller);
   const connection = new Connection(host, client.engine, false);
-  connection.open(backend.fd, 0, null);
+  connection.open(backend.fd, 0, 0, null);
   try {
     // The backend's end reads nothing: the client's bytes fill every buffer on the way.
     let sent = 0;
@@ -177,7 +177,7 @@ Deno.test("Connection: a backend reset closes the client", async () => {
   const backend = libcPair();
   const { host, ended } = hostOf(poller);
   const connection = new Connection(host, client.fd, false);
-  connection.open(backend.engine, 0, null);
+  connection.open(backend.engine, 0, 0, null);
   try {
     await writeAll(client.conn, encoder.encode("x"));
     reset(backend.test);

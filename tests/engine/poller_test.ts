@@ -167,3 +167,22 @@ Deno.test("Poller: add refuses what epoll cannot watch; close ends a pending wai
     libc.call.close(fd);
   }
 });
+
+Deno.test("Poller: put-off work runs without any event, and again when put off again", async () => {
+  const poller = new Poller(libc);
+  const { fd } = udpSocket();
+  try {
+    const done = Promise.withResolvers<number>();
+    let runs = 0;
+    const task = () => {
+      if (++runs < 5) poller.defer(task);
+      else done.resolve(runs);
+    };
+    poller.add(fd, EPOLLIN, on(() => {})); // Nothing will ever come.
+    poller.defer(task);
+    equal(await done.promise, 5);
+  } finally {
+    await poller.close();
+    libc.call.close(fd);
+  }
+});

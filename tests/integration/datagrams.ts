@@ -268,3 +268,112 @@ export async function dnsQuery(command: string, args: string[]): Promise<string>
   if (!output.success) throw new Error(`${command} ${args.join(" ")} failed:\n${text}`);
   return text;
 }
+
+/**
+ * A DNS server of the test's own for names it is given (A records only; other names
+ * NXDOMAIN): it can stall, holding every query until {@link TestDns.answer} is called, as an
+ * unreachable or overloaded server does. The program under test reaches it through a
+ * `resolv.conf` of its own ({@link TestDns.inNamespace}), never through the machine's.
+ */
+export class TestDns {
+  /** Queries received so far, by name (others than the test's come, e.g. Deno's update check). */
+  readonly queries = new Map<string, number>();
+  readonly #socket: Deno.DatagramConn;
+  readonly #loop: Promise<void>;
+  #stalled = true;
+  #held: Array<() => Promise<void>> = [];
+  readonly #dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-dns-" });
+
+  /**
+   * Serves on `address`:53 (a loopback address of its own: root may bind port 53 there).
+   * @param names the A record of each name.
+   * @param stalled whether queries are held from the start.
+   */
+  constructor(
+    readonly address: string,
+    readonly names: Readonly<Record<string, string>>,
+    stalled = true,
+  ) {
+    this.#stalled = stalled;
+    this.#socket = Deno.listenDatagram({ transport: "udp", hostname: address, port: 53 });
+    const socket = this.#socket;
+    this.#loop = (async () => {
+      try {
+        for (;;) {
+          const [query, from] = await socket.receive();
+          const name = questionOf(query).name;
+          this.queries.set(name, (this.queries.get(name) ?? 0) + 1);
+          const reply = () =>
+            socket.send(this.#answerTo(query) as Uint8Array<ArrayBuffer>, from).then(() => {});
+          if (this.#stalled) this.#held.push(reply);
+          else await reply().catch(() => {});
+        }
+      } catch {
+        // Closed.
+      }
+    })();
+  }
+
+  /** Stops stalling: the held queries are answered now, and further ones at once. */
+  async answer(): Promise<void> {
+    this.#stalled = false;
+    for (const reply of this.#held.splice(0)) await reply().catch(() => {});
+  }
+
+  /**
+   * A command prefix that runs a program in a mount namespace of its own whose
+   * `/etc/resolv.conf` names only this server, waiting up to `timeoutS` for an answer.
+   */
+  inNamespace(timeoutS = 30): string[] {
+    const conf = `${this.#dir}/resolv.conf`;
+    Deno.writeTextFileSync(
+      conf,
+      `nameserver ${this.address}\noptions timeout:${timeoutS} attempts:1\n`,
+    );
+    return [
+      "unshare",
+      "--mount",
+      "--",
+      "sh",
+      "-c",
+      'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+      conf,
+    ];
+  }
+
+  #answerTo(query: Uint8Array): Uint8Array {
+    const { name, type, end } = questionOf(query);
+    const address = this.names[name];
+    const answer = address !== undefined && type === 1;
+    const header = new Uint8Array(12);
+    header.set(query.subarray(0, 2)); // ID
+    header.set([0x85, address === undefined ? 0x83 : 0x80, 0, 1, 0, answer ? 1 : 0, 0, 0, 0, 0], 2);
+    const record = answer
+      ? [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...address.split(".").map(Number)]
+      : [];
+    return new Uint8Array([...header, ...query.subarray(12, end), ...record]);
+  }
+
+  /** Closes it and removes its files. */
+  async close(): Promise<void> {
+    this.#socket.close();
+    await this.#loop;
+    Deno.removeSync(this.#dir, { recursive: true });
+  }
+}
+
+/** The question of a DNS query: its name (lower case), type, and where it ends. */
+function questionOf(query: Uint8Array): { name: string; type: number; end: number } {
+  // Labels from offset 12 up to a zero byte, then QTYPE and QCLASS.
+  let at = 12;
+  const labels: string[] = [];
+  while (at < query.length && query[at] !== 0) {
+    labels.push(new TextDecoder().decode(query.subarray(at + 1, at + 1 + query[at])));
+    at += 1 + query[at];
+  }
+  return {
+    name: labels.join(".").toLowerCase(),
+    type: (query[at + 1] << 8) | query[at + 2],
+    end: at + 5,
+  };
+}

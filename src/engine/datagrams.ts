@@ -10,7 +10,7 @@
  * Nothing is truncated: a datagram too large for the buffer is dropped and counted.
  * @module
  */
-import { systemResolver } from "./resolve.ts";
+import { type Resolver, systemResolver } from "./resolve.ts";
 import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
 import { ERRNO, type Libc } from "./libc.ts";
@@ -95,6 +95,8 @@ export interface RelayOptions {
   readonly onChange: () => void;
   /** Gives memory back once no session (and no connection) is open (see `reclaim.ts`). */
   readonly reclaimer?: Reclaimer;
+  /** Looks target names up (default: the system's, shared with the stream side). */
+  readonly resolve?: Resolver;
 }
 
 /** A passed datagram socket being served. */
@@ -378,23 +380,38 @@ export class Relay {
     );
   }
 
-  /** Opens the session's socket to the target: at once for an address, after a name lookup. */
+  /**
+   * Opens the session's socket to the target: at once for an address, after a name lookup. A
+   * session that ended during the lookup (`--idle-timeout`, a drain) is left ended: another
+   * session of the same client may have taken its key meanwhile.
+   */
   #open(session: Session): void {
     const { target, address } = session.listener;
     if (address !== null || target.kind !== "tcp") return this.#connect(session, address!);
     session.pending = [];
-    systemResolver(target.host).then((addresses) => {
-      if (addresses.length === 0) throw new Error(`${target.host} has no addresses`);
-      if (!this.#sessions.has(session.key)) return;
+    const resolve = this.#options.resolve ?? systemResolver;
+    resolve(target.host).then((addresses) => {
+      if (!this.#isOpen(session)) return;
+      if (addresses.length === 0) {
+        return this.#unresolved(session, `${target.host} has no addresses`);
+      }
       this.#connect(session, encodeIP(addresses[0], target.port));
       const pending = session.pending ?? [];
       session.pending = null;
       for (const datagram of pending) this.#toBackend(session, datagram, datagram.length);
-    }).catch((e) => {
-      this.#counts.dropped += session.pending?.length ?? 0;
-      this.#failed(session, `cannot resolve ${target.host} (${(e as Error).message})`);
-      this.#close(session);
+    }, (e) => {
+      if (!this.#isOpen(session)) return;
+      this.#unresolved(session, `cannot resolve ${target.host} (${(e as Error).message})`);
     });
+  }
+
+  #isOpen(session: Session): boolean {
+    return this.#sessions.get(session.key) === session;
+  }
+
+  #unresolved(session: Session, why: string): void {
+    this.#failed(session, why);
+    this.#close(session);
   }
 
   #connect(session: Session, address: Uint8Array): void {
@@ -536,8 +553,11 @@ export class Relay {
   }
 
   #close(session: Session): void {
-    if (this.#sessions.get(session.key) !== session) return;
+    if (!this.#isOpen(session)) return;
     this.#sessions.delete(session.key);
+    // Datagrams still waiting for the target's name are lost with the session.
+    this.#counts.dropped += session.pending?.length ?? 0;
+    session.pending = null;
     if (session.token !== null) this.#poller.remove(session.fd, session.token);
     if (session.fd >= 0) this.#libc.call.close(session.fd);
     session.fd = -1;

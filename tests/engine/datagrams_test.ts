@@ -347,3 +347,48 @@ Deno.test("Relay: a Unix client keeps its one session whatever other clients' na
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+/** The descriptors this process has open. */
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test("Relay: a session that ends during its name lookup opens no socket after; its datagrams count as dropped", async () => {
+  const backend = udpEcho();
+  // Each lookup answered by hand, one at a time (as lookups that take longer than --idle-timeout).
+  const lookups: Array<(addresses: string[]) => void> = [];
+  const asked = [Promise.withResolvers<void>(), Promise.withResolvers<void>()];
+  const proxy = relayOn({ kind: "tcp", host: "backend.test", port: backend.port }, {
+    idleTimeoutMs: 100,
+    resolve: () =>
+      new Promise((resolve) => {
+        asked[lookups.length]?.resolve();
+        lookups.push(resolve);
+      }),
+  });
+  const client = new UdpEnd();
+  const opened = openFds();
+  try {
+    await client.send(encoder.encode("lost"), "127.0.0.1", proxy.port);
+    await comes(asked[0].promise, "no lookup for the first session");
+    // Ended by --idle-timeout while its name is still being looked up.
+    while (proxy.changes.at(-1) !== 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    await client.send(encoder.encode("served"), "127.0.0.1", proxy.port);
+    await comes(asked[1].promise, "no lookup for the second session");
+    lookups[0](["127.0.0.1"]); // The first session's answer, late: it must not open a socket.
+    lookups[1](["127.0.0.1"]);
+    equal(decoder.decode((await client.next())[0]), "served");
+    deepEqual(proxy.relay.counts, {
+      sessions: 2,
+      forwarded: 1,
+      returned: 1,
+      dropped: 1,
+      refused: { full: 0, source: 0 },
+    });
+    equal(openFds(), opened + 1, "one socket: the open session's");
+  } finally {
+    await proxy.close();
+    await client.close();
+    await backend.close();
+  }
+});

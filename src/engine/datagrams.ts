@@ -106,8 +106,6 @@ class DatagramListener {
   readonly replies: MessageBatch;
   /** The target's address when it needs no lookup, shared by the sessions. */
   readonly address: Uint8Array | null;
-  /** The control messages that answer from each local address, shared by the sessions. */
-  readonly #controls = new Map<string, Uint8Array>();
 
   constructor(
     libc: Libc,
@@ -121,19 +119,6 @@ class DatagramListener {
     this.address = target.kind === "tcp" && !isIPAddress(target.host)
       ? null
       : socketAddress(target);
-  }
-
-  /**
-   * The control message that makes a reply leave from the destination address a client sent to
-   * (`key`, its map key, made of `received`'s bytes from `at`, `length` of them).
-   */
-  controlFor(key: string, received: Uint8Array, at: number, length: number): Uint8Array {
-    let control = this.#controls.get(key);
-    if (control === undefined) {
-      control = replyControl(this.family, received.subarray(at, at + length));
-      this.#controls.set(key, control);
-    }
-    return control;
   }
 }
 
@@ -357,9 +342,12 @@ export class Relay {
       this.#refused(decision as Refusal, client!, source);
       return null;
     }
-    const reply = destination < 0
-      ? null
-      : listener.controlFor(destinationKey, control, destination, destinationLength);
+    // Each session has its own: kept per local address, they would outlive the sessions (a
+    // wildcard IPv4 listener answers on all of 127/8 for local users).
+    const reply = destination < 0 ? null : replyControl(
+      listener.family,
+      control.subarray(destination, destination + destinationLength),
+    );
     const session = new Session(key, source, listener, client, reply, this.#now);
     this.#sessions.set(key, session);
     this.#counts.sessions++;

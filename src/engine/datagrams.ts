@@ -15,8 +15,7 @@ import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
 import { ERRNO, type Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
-import { ThrottledLog } from "../service/log.ts";
-import { REFUSAL_LOG_INTERVAL_MS } from "../service/refusals.ts";
+import { RelayLog } from "./relaylog.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
@@ -50,6 +49,13 @@ export const IP_DATAGRAM_MAX = 65_535;
  */
 export const UNIX_DATAGRAM_MAX = 262_144;
 
+/**
+ * At `--connections-max`, a new client ends the session that has been idle longest among those
+ * whose client sent one datagram only, if that was at least this long ago (see
+ * {@link Relay}'s doc on floods).
+ */
+export const EVICT_IDLE_MS = 1000;
+
 /** Datagrams moved per `recvmmsg` or `sendmmsg`. */
 const BATCH = 16;
 
@@ -73,14 +79,23 @@ const MSG_DONTWAIT = 0x40;
 export interface RelayCounts {
   /** Sessions opened since start. */
   sessions: number;
+  /** Of those, ended early at `--connections-max` to admit a new client. */
+  evicted: number;
   /** Datagrams from clients sent on to backends. */
   forwarded: number;
   /** Datagrams from backends sent back to clients. */
   returned: number;
-  /** Datagrams dropped: too large, over a session limit, backend unreachable or queue full. */
+  /**
+   * Datagrams dropped: too large, over a session limit, over `--replies-per-datagram`, sent by
+   * the target itself, a full queue or socket buffer, a reply to a nameless Unix client.
+   */
   dropped: number;
   /** Of those, from new clients over `--connections-max` and over `--connections-per-source`. */
   refused: Record<Refusal, number>;
+  /** Of those, replies over `--replies-per-datagram`. */
+  excessReplies: number;
+  /** Of those, from the target's own address to a listener (a loop, or a spoofed source). */
+  fromTarget: number;
 }
 
 /** What the relay needs to know. */
@@ -89,8 +104,10 @@ export interface RelayOptions {
   readonly sessionsMax: number;
   /** The most sessions open at once from one source (see `admission.ts`), or null. */
   readonly sessionsPerSource: number | null;
-  /** A session without traffic this long ends. */
+  /** A session whose client has sent nothing for this long ends. */
   readonly idleTimeoutMs: number;
+  /** Replies a session takes per datagram from its client, at most; null: no bound. */
+  readonly repliesPerDatagram?: number | null;
   /** Called whenever the number of open sessions changes. */
   readonly onChange: () => void;
   /** Gives memory back once no session (and no connection) is open (see `reclaim.ts`). */
@@ -106,6 +123,8 @@ class DatagramListener {
   readonly replies: MessageBatch;
   /** The target's address when it needs no lookup, shared by the sessions. */
   readonly address: Uint8Array | null;
+  /** That address as {@link endpointOf} gives it, or null. */
+  readonly endpoint: string | null;
 
   constructor(
     libc: Libc,
@@ -119,6 +138,7 @@ class DatagramListener {
     this.address = target.kind === "tcp" && !isIPAddress(target.host)
       ? null
       : socketAddress(target);
+    this.endpoint = this.address === null ? null : endpointOf(this.address);
   }
 }
 
@@ -136,7 +156,12 @@ class Session {
   connected = false;
   /** Datagrams waiting for the target's name to resolve; null once it has. */
   pending: Uint8Array[] | null = null;
+  /** When the client last sent a datagram: its idle time runs from there. */
   lastActive: number;
+  /** When the backend last sent one (a drain waits for a quiet backend). */
+  lastReply = -Infinity;
+  /** Datagrams from the client (of interest while it is one). */
+  fromClient = 1;
   /** Datagrams sent to the backend, and received from it. */
   sent = 0;
   replied = 0;
@@ -169,32 +194,24 @@ export class Relay {
   /** Listeners with replies waiting to be sent. */
   readonly #replying = new Set<DatagramListener>();
   readonly #sessions = new Map<string, Session>();
-  readonly #refusals: Record<Refusal, ThrottledLog> = {
-    full: new ThrottledLog(
-      "warning",
-      REFUSAL_LOG_INTERVAL_MS,
-      (held) =>
-        `Hit connection limit: ${held} more datagram(s) from new clients dropped since the last message.`,
-    ),
-    source: new ThrottledLog(
-      "warning",
-      REFUSAL_LOG_INTERVAL_MS,
-      (held) =>
-        `Hit per-source connection limit: ${held} more datagram(s) from new clients dropped since the last message.`,
-    ),
-  };
-  readonly #failures = new ThrottledLog(
-    "error",
-    1000,
-    (held) => `Failed to forward datagrams: ${held} more failed since the last message.`,
-  );
+  /**
+   * The sessions whose client has sent one datagram only, oldest first: at the limit, the
+   * first may be ended for a new client.
+   */
+  readonly #oneShots = new Set<Session>();
+  readonly #log = new RelayLog();
   readonly #counts: RelayCounts = {
     sessions: 0,
+    evicted: 0,
     forwarded: 0,
     returned: 0,
     dropped: 0,
     refused: { full: 0, source: 0 },
+    excessReplies: 0,
+    fromTarget: 0,
   };
+  /** See {@link RelayOptions.repliesPerDatagram}: Infinity for none. */
+  readonly #repliesPer: number;
   #now = performance.now();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Datagrams handled, as of the last sweep; and since when that has not changed, or null. */
@@ -212,6 +229,7 @@ export class Relay {
       perSource: options.sessionsPerSource,
       whenFull: "refuse",
     });
+    this.#repliesPer = options.repliesPerDatagram ?? Infinity;
   }
 
   /** Sessions open now. */
@@ -269,9 +287,7 @@ export class Relay {
    * counts of log lines held back are written now.
    */
   stopReading(): void {
-    for (const lines of [this.#refusals.full, this.#refusals.source, this.#failures]) {
-      lines.flush();
-    }
+    this.#log.flush();
     for (const listener of this.#listeners) {
       if (listener.token !== null) this.#poller.remove(listener.fd, listener.token);
       listener.token = null;
@@ -331,11 +347,16 @@ export class Relay {
     const found = this.#sessions.get(key);
     if (found !== undefined) {
       found.lastActive = this.#now;
+      if (found.fromClient++ === 1) this.#oneShots.delete(found);
       return found;
     }
     const client = named ? name.slice(0, nameLength) : null;
+    if (client !== null && this.#fromTarget(listener, client)) return null;
     const source = client === null || listener.family === AF_UNIX ? null : sourceOfAddress(client);
-    const decision = this.#admission.request(source, null);
+    let decision = this.#admission.request(source, null);
+    if (decision === "full" && this.#evictOneShot()) {
+      decision = this.#admission.request(source, null);
+    }
     if (decision !== "admitted") {
       this.#counts.dropped++;
       this.#counts.refused[decision as Refusal]++;
@@ -350,6 +371,7 @@ export class Relay {
     );
     const session = new Session(key, source, listener, client, reply, this.#now);
     this.#sessions.set(key, session);
+    this.#oneShots.add(session);
     this.#counts.sessions++;
     this.#sweepWhileOpen();
     this.#options.reclaimer?.busy();
@@ -358,9 +380,48 @@ export class Relay {
     return session;
   }
 
+  /**
+   * A datagram from the target's own address: forwarding it would send the target its own
+   * datagram, and its answer back to it through the listener, without end (a forwarding loop,
+   * or a forged source address that starts one). It is dropped.
+   */
+  #fromTarget(listener: DatagramListener, client: Uint8Array): boolean {
+    if (listener.endpoint === null || endpointOf(client) !== listener.endpoint) return false;
+    this.#counts.dropped++;
+    this.#counts.fromTarget++;
+    this.#log.fromTarget.hit(() =>
+      `Dropping a datagram from ${listener.endpoint}, the target itself: forwarding it would ` +
+      "loop (a forwarding loop, or a forged source address)"
+    );
+    return true;
+  }
+
+  /**
+   * At the limit: ends the session idle longest among those whose client sent one datagram
+   * only, if that was {@link EVICT_IDLE_MS} ago or more (as conntrack drops unassured flows
+   * first). Sessions with traffic both ways are never ended for a newcomer.
+   * @returns whether a session was ended.
+   */
+  #evictOneShot(): boolean {
+    const oldest: Session | undefined = this.#oneShots.values().next().value;
+    if (oldest === undefined || this.#now - oldest.lastActive < EVICT_IDLE_MS) return false;
+    this.#counts.evicted++;
+    this.#log.evicted.hit(() =>
+      `Hit connection limit, ending the session of ${this.#clientName(oldest)}, idle for ` +
+      `${((this.#now - oldest.lastActive) / 1000).toFixed(1)}s after its one datagram, for a ` +
+      `new client (${this.#admission.limits.max} sessions open)`
+    );
+    this.#close(oldest);
+    return true;
+  }
+
+  #clientName(session: Session): string {
+    return formatSocketAddress(session.client === null ? null : decode(session.client));
+  }
+
   #refused(why: Refusal, client: Uint8Array, source: string | null): void {
     const { max, perSource } = this.#admission.limits;
-    this.#refusals[why].hit(() =>
+    this.#log[why].hit(() =>
       why === "full"
         ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open)`
         : `Hit per-source connection limit, dropping a datagram from ` +
@@ -430,9 +491,9 @@ export class Relay {
   }
 
   #failed(session: Session, why: string): void {
-    this.#failures.hit(() =>
+    this.#log.failures.hit(() =>
       `Failed to forward datagrams to ${formatTarget(session.listener.target)} for ` +
-      `${formatSocketAddress(session.client === null ? null : decode(session.client))}: ${why}`
+      `${this.#clientName(session)}: ${why}`
     );
   }
 
@@ -484,16 +545,34 @@ export class Relay {
       this.#takeReplies(session, first, got);
       if (got < room) break;
     }
-    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+    if (this.#hadReplies(session)) this.#close(session);
   }
 
-  /** Readies the `got` datagrams received from slot `first` on to go to the session's client. */
+  /**
+   * Whether the session has had every reply it may take (`--replies-per-datagram`), or, in a
+   * drain, one per datagram sent: then it ends.
+   */
+  #hadReplies(session: Session): boolean {
+    const per = this.#draining !== null ? 1 : this.#repliesPer;
+    return session.sent > 0 && session.pending === null && session.replied >= session.sent * per;
+  }
+
+  /**
+   * Readies the `got` datagrams received from slot `first` on to go to the session's client.
+   * They do not keep the session open: its idle time runs on its client's datagrams only.
+   */
   #takeReplies(session: Session, first: number, got: number): void {
     const replies = session.listener.replies;
-    session.lastActive = this.#now;
-    session.replied += got;
+    const allowed = session.sent * this.#repliesPer;
+    session.lastReply = this.#now;
     let next = first;
     for (let i = first; i < first + got; i++) {
+      if (session.replied >= allowed) {
+        this.#counts.dropped++;
+        this.#counts.excessReplies++;
+        continue;
+      }
+      session.replied++;
       const n = replies.length(i);
       if (session.client === null || n >= replies.slot || (replies.flags(i) & MSG_TRUNC) !== 0) {
         this.#counts.dropped++;
@@ -543,6 +622,7 @@ export class Relay {
   #close(session: Session): void {
     if (!this.#isOpen(session)) return;
     this.#sessions.delete(session.key);
+    this.#oneShots.delete(session);
     // Datagrams still waiting for the target's name are lost with the session.
     this.#counts.dropped += session.pending?.length ?? 0;
     session.pending = null;
@@ -572,7 +652,9 @@ export class Relay {
     const quiet = draining ? DRAIN_QUIET_MS : this.#options.idleTimeoutMs;
     for (const session of [...this.#sessions.values()]) {
       const answered = draining && session.replied >= session.sent && session.pending === null;
-      if (answered || now - session.lastActive >= quiet) this.#close(session);
+      // In a drain, the backend's silence counts too: it may still be answering.
+      const last = draining ? Math.max(session.lastActive, session.lastReply) : session.lastActive;
+      if (answered || now - last >= quiet) this.#close(session);
     }
     if (!draining && this.#sessions.size > 0) this.#restWhenQuiet(now);
   }
@@ -589,6 +671,35 @@ export class Relay {
       this.#options.reclaimer?.rested();
     }
   }
+}
+
+/**
+ * The relay's sessions and datagrams for STATUS= and the stop line: "2 session(s) open, 9
+ * served, datagrams 40 forwarded, 38 returned, 2 dropped (2 over --connections-max)".
+ */
+export function describeRelay(relay: Pick<Relay, "active" | "counts">): string {
+  const { sessions, evicted, forwarded, returned, dropped, refused } = relay.counts;
+  const { excessReplies, fromTarget } = relay.counts;
+  const reasons = [
+    ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
+    ...(refused.source > 0 ? [`${refused.source} over --connections-per-source`] : []),
+    ...(excessReplies > 0 ? [`${excessReplies} over --replies-per-datagram`] : []),
+    ...(fromTarget > 0 ? [`${fromTarget} from the target itself`] : []),
+  ];
+  return `${relay.active} session(s) open, ${sessions} served` +
+    (evicted > 0 ? ` (${evicted} ended early for new clients)` : "") +
+    `, datagrams ${forwarded} forwarded, ${returned} returned, ${dropped} dropped` +
+    (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
+}
+
+/**
+ * A socket address as "HOST:PORT" (an IPv4 address in IPv6 form as its IPv4 one) or a Unix
+ * path, to compare a client with the target.
+ */
+function endpointOf(address: Uint8Array): string | null {
+  const decoded = decode(address);
+  if (decoded === null || decoded.family === "unix") return decoded?.path ?? null;
+  return `${decoded.host.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "")}:${decoded.port}`;
 }
 
 /** What an IP client address counts under for `--connections-per-source`. */

@@ -25,7 +25,7 @@ import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "../proxy.ts";
 import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
 import { StopSignals } from "./signals.ts";
-import type { Relay } from "../engine/datagrams.ts";
+import { describeRelay, type Relay } from "../engine/datagrams.ts";
 import { sortSockets } from "../engine/sockets.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
 import { identify } from "./stdio.ts";
@@ -298,6 +298,7 @@ class Service {
       sessionsMax: this.#options.connectionsMax,
       sessionsPerSource: this.#options.connectionsPerSource,
       idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,
+      repliesPerDatagram: this.#options.repliesPerDatagram,
       onChange: () => this.#sessionsChanged(),
       reclaimer: this.#reclaimer,
     });
@@ -492,15 +493,7 @@ class Service {
   }
 
   #sessionCounts(): string {
-    const relay = this.#relay!;
-    const { sessions, forwarded, returned, dropped, refused } = relay.counts;
-    const reasons = [
-      ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
-      ...(refused.source > 0 ? [`${refused.source} over --connections-per-source`] : []),
-    ];
-    return `${relay.active} session(s) open, ${sessions} served, datagrams ${forwarded} ` +
-      `forwarded, ${returned} returned, ${dropped} dropped` +
-      (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
+    return describeRelay(this.#relay!);
   }
 
   /** Datagram sessions came or went: when none is left, the idle span starts again. */

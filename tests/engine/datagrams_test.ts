@@ -1,6 +1,11 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { type LogWriter, setLogWriter, writerFor } from "../../src/service/log.ts";
-import { Relay, type RelayOptions } from "../../src/engine/datagrams.ts";
+import {
+  EVICT_IDLE_MS,
+  Relay,
+  type RelayCounts,
+  type RelayOptions,
+} from "../../src/engine/datagrams.ts";
 import { exposeGc, Reclaimer, REST_MS } from "../../src/service/reclaim.ts";
 import { classify } from "../../src/engine/libc.ts";
 import { encodeUnix } from "../../src/engine/sockaddr.ts";
@@ -10,6 +15,21 @@ import { udpEcho, UdpEnd } from "../integration/datagrams.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+/** The relay's counts: `some`, and 0 for the rest. */
+function countsOf(some: Partial<RelayCounts>): RelayCounts {
+  return {
+    sessions: 0,
+    evicted: 0,
+    forwarded: 0,
+    returned: 0,
+    dropped: 0,
+    refused: { full: 0, source: 0 },
+    excessReplies: 0,
+    fromTarget: 0,
+    ...some,
+  };
+}
 
 /** A relay on one libc-made UDP socket (as if passed) to `target`; what it logs is kept. */
 function relayOn(target: Target, options: Partial<RelayOptions> = {}) {
@@ -72,13 +92,16 @@ Deno.test("Relay: one session per client, replies from the listener, counted", a
       }
     }
     equal(proxy.relay.active, 2);
-    deepEqual(proxy.relay.counts, {
-      sessions: 2,
-      forwarded: 6,
-      returned: 6,
-      dropped: 0,
-      refused: { full: 0, source: 0 },
-    });
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 2,
+        forwarded: 6,
+        returned: 6,
+        dropped: 0,
+        refused: { full: 0, source: 0 },
+      }),
+    );
     deepEqual(proxy.changes, [1, 2]);
   } finally {
     await proxy.close();
@@ -99,13 +122,16 @@ Deno.test("Relay: over sessionsMax a new client is dropped and counted; the line
     for (let i = 0; i < 5; i++) await second.send(encoder.encode("out"), "127.0.0.1", proxy.port);
     // The listener is read in order: once this is answered, the five were read.
     await first.ask(encoder.encode("still in"), "127.0.0.1", proxy.port);
-    deepEqual(proxy.relay.counts, {
-      sessions: 1,
-      forwarded: 2,
-      returned: 2,
-      dropped: 5,
-      refused: { full: 5, source: 0 },
-    });
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 1,
+        forwarded: 2,
+        returned: 2,
+        dropped: 5,
+        refused: { full: 5, source: 0 },
+      }),
+    );
     equal(backend.received, 2);
     deepEqual(proxy.lines, [
       "warning: Hit connection limit, dropping a datagram from a new client (1 sessions open)",
@@ -153,13 +179,16 @@ Deno.test("Relay: a silent session ends after idleTimeoutMs; the client's next d
     while (proxy.changes.at(-1) !== 0) await new Promise((resolve) => setTimeout(resolve, 20));
     equal(proxy.relay.active, 0);
     await client.ask(encoder.encode("b"), "127.0.0.1", proxy.port);
-    deepEqual(proxy.relay.counts, {
-      sessions: 2,
-      forwarded: 2,
-      returned: 2,
-      dropped: 0,
-      refused: { full: 0, source: 0 },
-    });
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 2,
+        forwarded: 2,
+        returned: 2,
+        dropped: 0,
+        refused: { full: 0, source: 0 },
+      }),
+    );
   } finally {
     await proxy.close();
     await client.close();
@@ -263,13 +292,16 @@ Deno.test("Relay: a target by name: datagrams wait for the name, then go in orde
     const got = [];
     for (let i = 0; i < 5; i++) got.push(decoder.decode((await client.next())[0]));
     deepEqual(got, ["0", "1", "2", "3", "4"]);
-    deepEqual(proxy.relay.counts, {
-      sessions: 1,
-      forwarded: 5,
-      returned: 5,
-      dropped: 0,
-      refused: { full: 0, source: 0 },
-    });
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 1,
+        forwarded: 5,
+        returned: 5,
+        dropped: 0,
+        refused: { full: 0, source: 0 },
+      }),
+    );
   } finally {
     await proxy.close();
     await client.close();
@@ -283,13 +315,16 @@ Deno.test("Relay: a name that does not resolve ends the session, its datagrams c
   try {
     await client.send(encoder.encode("lost"), "127.0.0.1", proxy.port);
     while (proxy.changes.at(-1) !== 0) await new Promise((resolve) => setTimeout(resolve, 20));
-    deepEqual(proxy.relay.counts, {
-      sessions: 1,
-      forwarded: 0,
-      returned: 0,
-      dropped: 1,
-      refused: { full: 0, source: 0 },
-    });
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 1,
+        forwarded: 0,
+        returned: 0,
+        dropped: 1,
+        refused: { full: 0, source: 0 },
+      }),
+    );
     equal(proxy.lines.length, 1);
     equal(
       proxy.lines[0].startsWith(
@@ -332,13 +367,16 @@ Deno.test("Relay: a Unix client keeps its one session whatever other clients' na
         equal(decoder.decode(data), `${i}.${round}`);
       }
     }
-    deepEqual(relay.counts, {
-      sessions: 3,
-      forwarded: 9,
-      returned: 9,
-      dropped: 0,
-      refused: { full: 0, source: 0 },
-    });
+    deepEqual(
+      relay.counts,
+      countsOf({
+        sessions: 3,
+        forwarded: 9,
+        returned: 9,
+        dropped: 0,
+        refused: { full: 0, source: 0 },
+      }),
+    );
   } finally {
     await relay.drain(0);
     for (const client of clients) client.close();
@@ -378,13 +416,16 @@ Deno.test("Relay: a session that ends during its name lookup opens no socket aft
     lookups[0](["127.0.0.1"]); // The first session's answer, late: it must not open a socket.
     lookups[1](["127.0.0.1"]);
     equal(decoder.decode((await client.next())[0]), "served");
-    deepEqual(proxy.relay.counts, {
-      sessions: 2,
-      forwarded: 1,
-      returned: 1,
-      dropped: 1,
-      refused: { full: 0, source: 0 },
-    });
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 2,
+        forwarded: 1,
+        returned: 1,
+        dropped: 1,
+        refused: { full: 0, source: 0 },
+      }),
+    );
     equal(openFds(), opened + 1, "one socket: the open session's");
   } finally {
     await proxy.close();
@@ -400,7 +441,8 @@ Deno.test("Relay: sessions to many local addresses of a wildcard listener leave 
   const relay = new Relay(libc, {
     sessionsMax: 1000,
     sessionsPerSource: null,
-    idleTimeoutMs: 50,
+    idleTimeoutMs: 60_000,
+    repliesPerDatagram: 1, // Each session ends with its reply.
     onChange: () => {},
   });
   relay.add(listener.fd, 2, { kind: "tcp", host: "127.0.0.1", port: backend.port });
@@ -438,6 +480,165 @@ Deno.test("Relay: sessions to many local addresses of a wildcard listener leave 
   } finally {
     await relay.drain(0);
     libc.call.close(listener.fd);
+    await client.close();
+    await backend.close();
+  }
+});
+
+/** A backend that answers every datagram with `count` datagrams, then one every `everyMs` (if any) until closed. */
+function chattyBackend(count: number, everyMs?: number): { end: UdpEnd; stop: () => void } {
+  const timers: Array<ReturnType<typeof setInterval>> = [];
+  const end = new UdpEnd("127.0.0.1", 0, (data, from, self) => {
+    const text = decoder.decode(data);
+    for (let i = 0; i < count; i++) {
+      self.send(encoder.encode(`${text}.${i}`), from.hostname, from.port).catch(() => {});
+    }
+    if (everyMs !== undefined) {
+      timers.push(setInterval(() => {
+        self.send(encoder.encode(`${text}.more`), from.hostname, from.port).catch(() => {});
+      }, everyMs));
+    }
+  });
+  return { end, stop: () => timers.forEach(clearInterval) };
+}
+
+Deno.test("Relay: a backend that keeps sending does not keep a session open: it ends idleTimeoutMs after its client's last datagram", async () => {
+  const backend = chattyBackend(1, 10);
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.end.port }, {
+    idleTimeoutMs: 300,
+  });
+  const client = new UdpEnd();
+  try {
+    const started = performance.now();
+    await client.send(encoder.encode("one"), "127.0.0.1", proxy.port);
+    const ended = Promise.withResolvers<void>();
+    const poll = setInterval(() => proxy.changes.at(-1) === 0 && ended.resolve(), 20);
+    await comes(ended.promise, "the session was kept open by its backend's datagrams").finally(
+      () => clearInterval(poll),
+    );
+    ok(performance.now() - started >= 300, "not before the idle timeout");
+    ok(proxy.relay.counts.returned >= 2, "the backend's datagrams went to the client meanwhile");
+    equal(proxy.relay.counts.forwarded, 1);
+  } finally {
+    backend.stop();
+    await proxy.close();
+    await client.close();
+    await backend.end.close();
+  }
+});
+
+Deno.test("Relay: repliesPerDatagram passes that many replies per client datagram, then the session ends", async () => {
+  const backend = chattyBackend(5);
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.end.port }, {
+    repliesPerDatagram: 2,
+  });
+  const client = new UdpEnd();
+  try {
+    await client.send(encoder.encode("a"), "127.0.0.1", proxy.port);
+    const got = [
+      decoder.decode((await client.next())[0]),
+      decoder.decode((await client.next())[0]),
+    ];
+    deepEqual(got, ["a.0", "a.1"]);
+    // A new datagram opens a new session: the first ended with its two replies.
+    await client.send(encoder.encode("b"), "127.0.0.1", proxy.port);
+    got.push(decoder.decode((await client.next())[0]), decoder.decode((await client.next())[0]));
+    deepEqual(got, ["a.0", "a.1", "b.0", "b.1"], "no third reply to either");
+    equal(client.received, 4);
+    const { counts } = proxy.relay;
+    deepEqual([counts.sessions, counts.forwarded, counts.returned], [2, 2, 4]);
+    equal(counts.dropped, counts.excessReplies, "only replies over the bound were dropped");
+    deepEqual(proxy.changes.slice(0, 2), [1, 0], "the first ended before the second opened");
+  } finally {
+    await proxy.close();
+    await client.close();
+    await backend.end.close();
+  }
+});
+
+Deno.test("Relay: when full, a new client ends the oldest one-datagram session idle for EVICT_IDLE_MS, never one with traffic", async () => {
+  const backend = udpEcho();
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
+    sessionsMax: 2,
+  });
+  const [regular, oneShot, newcomer, late] = [
+    new UdpEnd(),
+    new UdpEnd(),
+    new UdpEnd(),
+    new UdpEnd(),
+  ];
+  try {
+    await regular.ask(encoder.encode("r1"), "127.0.0.1", proxy.port);
+    await regular.ask(encoder.encode("r2"), "127.0.0.1", proxy.port);
+    await oneShot.ask(encoder.encode("once"), "127.0.0.1", proxy.port);
+    // Only time makes a one-datagram session evictable: nothing to wait on but the clock.
+    await new Promise((resolve) => setTimeout(resolve, EVICT_IDLE_MS + 50));
+    const [data] = await newcomer.ask(encoder.encode("new"), "127.0.0.1", proxy.port);
+    equal(decoder.decode(data), "new", "admitted in place of the one-datagram session");
+    // The newcomer's session is one-datagram too, but too recent: the next one is refused.
+    await late.send(encoder.encode("late"), "127.0.0.1", proxy.port);
+    equal(
+      decoder.decode((await regular.ask(encoder.encode("r3"), "127.0.0.1", proxy.port))[0]),
+      "r3",
+    );
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 3,
+        evicted: 1,
+        forwarded: 5,
+        returned: 5,
+        dropped: 1,
+        refused: { full: 1, source: 0 },
+      }),
+    );
+    equal(proxy.relay.active, 2);
+    equal(proxy.lines.length, 2, proxy.lines.join("\n"));
+    match(
+      proxy.lines[0],
+      new RegExp(
+        `^warning: Hit connection limit, ending the session of 127\\.0\\.0\\.1:${oneShot.port}, ` +
+          "idle for 1\\.\\ds after its one datagram, for a new client \\(2 sessions open\\)$",
+      ),
+    );
+    match(proxy.lines[1], /^warning: Hit connection limit, dropping a datagram from a new client/);
+  } finally {
+    await proxy.close();
+    for (const end of [regular, oneShot, newcomer, late]) await end.close();
+    await backend.close();
+  }
+});
+
+Deno.test("Relay: a datagram from the target's own address is dropped, not looped back to it", async () => {
+  const backend = udpEcho();
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port });
+  const client = new UdpEnd();
+  try {
+    // The backend's own socket writes to the listener, as a forged source address would: the
+    // session would send it to the echo, whose answer would come back through the listener to
+    // the echo, which answers again, and so on.
+    await backend.send(encoder.encode("loop"), "127.0.0.1", proxy.port);
+    equal(
+      decoder.decode((await client.ask(encoder.encode("ok"), "127.0.0.1", proxy.port))[0]),
+      "ok",
+    );
+    equal(backend.received, 1, "only the client's datagram reached the backend");
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 1,
+        forwarded: 1,
+        returned: 1,
+        dropped: 1,
+        fromTarget: 1,
+      }),
+    );
+    deepEqual(proxy.lines, [
+      `warning: Dropping a datagram from 127.0.0.1:${backend.port}, the target itself: ` +
+      "forwarding it would loop (a forwarding loop, or a forged source address)",
+    ]);
+  } finally {
+    await proxy.close();
     await client.close();
     await backend.close();
   }

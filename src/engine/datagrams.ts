@@ -13,9 +13,9 @@
 import { type Resolver, systemResolver } from "./resolve.ts";
 import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
-import { ERRNO, type Libc } from "./libc.ts";
+import type { Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
-import { RelayLog } from "./relaylog.ts";
+import { BACKEND_FAULTS, backendFault, CLIENT_FAULTS, RelayLog, replyFault } from "./relaylog.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
@@ -73,6 +73,8 @@ const IP_PKTINFO = 8;
 const IPV6_RECVPKTINFO = 49;
 const IPV6_PKTINFO = 50;
 const MSG_TRUNC = 0x20;
+const EPERM = 1;
+const EACCES = 13;
 const MSG_DONTWAIT = 0x40;
 
 /** Counters, for STATUS= and the stop line. */
@@ -85,6 +87,12 @@ export interface RelayCounts {
   forwarded: number;
   /** Datagrams from backends sent back to clients. */
   returned: number;
+  /**
+   * Datagrams the kernel could not deliver: to the target (an ICMP error such as port
+   * unreachable, a Unix target gone), and replies to clients (a Unix client's socket the
+   * proxy may not write to, or gone).
+   */
+  undeliverable: { target: number; client: number };
   /**
    * Datagrams dropped: too large, over a session limit, over `--replies-per-datagram`, sent by
    * the target itself, a full queue or socket buffer, a reply to a nameless Unix client.
@@ -110,6 +118,11 @@ export interface RelayOptions {
   readonly repliesPerDatagram?: number | null;
   /** Called whenever the number of open sessions changes. */
   readonly onChange: () => void;
+  /**
+   * Called when datagrams have changed the counts, at most once per batch of events handled
+   * (the caller coalesces: STATUS= stays current while traffic flows, and idle says nothing).
+   */
+  readonly onCounts?: () => void;
   /** Gives memory back once no session (and no connection) is open (see `reclaim.ts`). */
   readonly reclaimer?: Reclaimer;
   /** Looks target names up (default: the system's, shared with the stream side). */
@@ -154,6 +167,8 @@ class Session {
   /** The backend's address, once known; and whether the socket is connected to it. */
   address: Uint8Array | null = null;
   connected = false;
+  /** Whether the target is a Unix socket (which reports a fault for the datagram at hand). */
+  unix = false;
   /** Datagrams waiting for the target's name to resolve; null once it has. */
   pending: Uint8Array[] | null = null;
   /** When the client last sent a datagram: its idle time runs from there. */
@@ -162,7 +177,10 @@ class Session {
   lastReply = -Infinity;
   /** Datagrams from the client (of interest while it is one). */
   fromClient = 1;
-  /** Datagrams sent to the backend, and received from it. */
+  /**
+   * Datagrams sent to the backend (less those an ICMP error later said it did not get), and
+   * received from it.
+   */
   sent = 0;
   replied = 0;
 
@@ -205,6 +223,7 @@ export class Relay {
     evicted: 0,
     forwarded: 0,
     returned: 0,
+    undeliverable: { target: 0, client: 0 },
     dropped: 0,
     refused: { full: 0, source: 0 },
     excessReplies: 0,
@@ -213,6 +232,8 @@ export class Relay {
   /** See {@link RelayOptions.repliesPerDatagram}: Infinity for none. */
   readonly #repliesPer: number;
   #now = performance.now();
+  /** The datagram counts as last told through {@link RelayOptions.onCounts}. */
+  #told: number[] = [];
   #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Datagrams handled, as of the last sweep; and since when that has not changed, or null. */
   #handled = 0;
@@ -223,7 +244,10 @@ export class Relay {
   constructor(libc: Libc, options: RelayOptions) {
     this.#libc = libc;
     this.#options = options;
-    this.#poller = new Poller(libc, () => this.#sendReplies());
+    this.#poller = new Poller(libc, () => {
+      this.#sendReplies();
+      this.#tellCounts();
+    });
     this.#admission = new Admission({
       max: options.sessionsMax,
       perSource: options.sessionsPerSource,
@@ -448,6 +472,7 @@ export class Relay {
       const pending = session.pending ?? [];
       session.pending = null;
       for (const datagram of pending) this.#toBackend(session, datagram, datagram.length);
+      this.#tellCounts();
     }, (e) => {
       if (!this.#isOpen(session)) return;
       this.#unresolved(session, `cannot resolve ${target.host} (${(e as Error).message})`);
@@ -479,15 +504,7 @@ export class Relay {
       (events) => this.#readBackend(session, events),
     );
     session.address = address;
-    this.#tryConnect(session);
-  }
-
-  /** Connects the session's socket (a Unix backend that is not there yet refuses). */
-  #tryConnect(session: Session): boolean {
-    const address = session.address!;
-    session.connected = this.#libc.call.connect(session.fd, address, address.length) === 0;
-    if (!session.connected) this.#failed(session, `cannot connect (errno ${this.#libc.errno()})`);
-    return session.connected;
+    session.unix = family === AF_UNIX;
   }
 
   #failed(session: Session, why: string): void {
@@ -497,7 +514,12 @@ export class Relay {
     );
   }
 
-  /** Sends the first `n` bytes of `data` to the session's backend. */
+  /**
+   * Sends the first `n` bytes of `data` to the session's backend. A fault that a UDP socket
+   * reports is an ICMP error about an earlier datagram: this one still goes, so a backend that
+   * has come up is served at once. A Unix socket's is about this one: its backend's socket is
+   * gone, and it is connected again, to the one bound there now if there is one.
+   */
   #toBackend(session: Session, data: Uint8Array, n: number): void {
     if (session.pending !== null) {
       if (session.pending.length < MAX_PENDING_DATAGRAMS) {
@@ -506,17 +528,47 @@ export class Relay {
       return;
     }
     if (session.fd < 0) return void this.#counts.dropped++;
-    if (!session.connected && !this.#tryConnect(session)) return void this.#counts.dropped++;
-    const call = this.#libc.call;
-    let sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
-    // A refusal the kernel kept from an earlier datagram (ICMP port unreachable): this one
-    // still goes, so a backend that has come up is served at once.
-    if (sent < 0 && this.#libc.errno() === ERRNO.ECONNREFUSED) {
-      sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
+    let result = this.#send(session, data, n);
+    if (result < 0 && BACKEND_FAULTS.has(-result) && session.connected) {
+      if (session.unix) session.connected = false;
+      else this.#undeliverable(session, -result, true);
+      result = this.#send(session, data, n);
     }
-    if (sent < 0) return void this.#counts.dropped++;
-    session.sent++;
-    this.#counts.forwarded++;
+    if (result >= 0) {
+      session.sent++;
+      this.#counts.forwarded++;
+    } else if (BACKEND_FAULTS.has(-result) || -result === EACCES || -result === EPERM) {
+      this.#undeliverable(session, -result, false);
+    } else this.#counts.dropped++; // A full socket buffer (EAGAIN, ENOBUFS).
+  }
+
+  /** Connects the session's socket if it is not, and sends: the bytes sent, or -errno. */
+  #send(session: Session, data: Uint8Array, n: number): number {
+    const call = this.#libc.call;
+    if (!session.connected) {
+      const address = session.address!;
+      session.connected = call.connect(session.fd, address, address.length) === 0;
+      if (!session.connected) return -this.#libc.errno();
+    }
+    const sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
+    return sent < 0 ? -this.#libc.errno() : sent;
+  }
+
+  /**
+   * The backend did not get a datagram; `earlier` for one sent before (an ICMP error reported
+   * later), which is then counted as undeliverable instead of forwarded. The kernel keeps one
+   * pending error per socket, so errors that come before one is read count as one.
+   */
+  #undeliverable(session: Session, errno: number, earlier: boolean): void {
+    if (earlier && session.sent > 0) {
+      session.sent--;
+      this.#counts.forwarded--;
+    }
+    this.#counts.undeliverable.target++;
+    this.#log.unreachable.hit(() =>
+      `Failed to deliver a datagram to ${formatTarget(session.listener.target)} for ` +
+      `${this.#clientName(session)}: ${backendFault(errno)}`
+    );
   }
 
   /**
@@ -526,7 +578,10 @@ export class Relay {
   #readBackend(session: Session, events: number): void {
     this.#now = performance.now();
     const replies = session.listener.replies;
-    if ((events & EPOLLERR) !== 0) this.#clearError(session);
+    if ((events & EPOLLERR) !== 0) {
+      const error = this.#takeError(session);
+      if (BACKEND_FAULTS.has(error)) this.#undeliverable(session, error, true);
+    }
     for (let retried = false;;) {
       if (replies.count === replies.size) this.#sendRepliesOf(session.listener);
       const first = replies.count;
@@ -534,9 +589,10 @@ export class Relay {
       replies.prepareReceiveFrom(first);
       const got = this.#libc.call.recvmmsg(session.fd, replies.from(first), room, MSG_DONTWAIT, 0n);
       if (got < 0) {
-        // A refusal the kernel kept (ICMP port unreachable): counted as the error it is, and
-        // what is queued behind it is still read.
-        if (!retried && this.#libc.errno() === ERRNO.ECONNREFUSED) {
+        // An ICMP error the kernel kept: counted, and what is queued behind it is still read.
+        const errno = this.#libc.errno();
+        if (!retried && BACKEND_FAULTS.has(errno)) {
+          this.#undeliverable(session, errno, true);
           retried = true;
           continue;
         }
@@ -585,10 +641,12 @@ export class Relay {
     if (next > 0) this.#replying.add(session.listener);
   }
 
-  #clearError(session: Session): void {
+  /** Reads and clears the error pending on the session's socket (SO_ERROR): errno, or 0. */
+  #takeError(session: Session): number {
     const value = new Uint8Array(4);
     const length = new Uint8Array([4, 0, 0, 0]);
     this.#libc.call.getsockopt(session.fd, SOL_SOCKET, SO_ERROR, value, length);
+    return new DataView(value.buffer).getInt32(0, true);
   }
 
   /** Sends the replies gathered while handling the events at hand. */
@@ -607,9 +665,9 @@ export class Relay {
         MSG_DONTWAIT,
       );
       // After a partial send, the next call fails on the one that could not go (a full send
-      // buffer, an unreachable client): that one is dropped, and the rest go on.
+      // buffer, a client that cannot be reached): that one is counted, and the rest go on.
       if (sent < 0) {
-        this.#counts.dropped++;
+        this.#replyFailed(listener, first, this.#libc.errno());
         first++;
       } else {
         this.#counts.returned += sent;
@@ -617,6 +675,35 @@ export class Relay {
       }
     }
     replies.count = 0;
+  }
+
+  /**
+   * The reply in slot `i` of the listener's batch could not go: undeliverable when the kernel
+   * refused it to that client (a Unix client's socket the proxy may not write to, or gone),
+   * else dropped (the client's queue or our socket buffer is full).
+   */
+  #replyFailed(listener: DatagramListener, i: number, errno: number): void {
+    if (!CLIENT_FAULTS.has(errno)) return void this.#counts.dropped++;
+    this.#counts.undeliverable.client++;
+    const replies = listener.replies;
+    this.#log.unanswerable.hit(() => {
+      const client = formatSocketAddress(decode(replies.name(i), replies.nameLength(i)));
+      const unix = listener.family === AF_UNIX;
+      return `Failed to deliver a reply from ${formatTarget(listener.target)} to ${client}: ` +
+        replyFault(errno, client, unix, this.#libc.call.geteuid());
+    });
+  }
+
+  /** Tells {@link RelayOptions.onCounts} when the datagram counts have changed. */
+  #tellCounts(): void {
+    const { forwarded, returned, dropped, undeliverable: { target, client } } = this.#counts;
+    const told = this.#told;
+    if (
+      told[0] === forwarded && told[1] === returned && told[2] === dropped && told[3] === target &&
+      told[4] === client
+    ) return;
+    this.#told = [forwarded, returned, dropped, target, client];
+    this.#options.onCounts?.();
   }
 
   #close(session: Session): void {
@@ -661,8 +748,8 @@ export class Relay {
 
   /** Sessions open, but no datagram for {@link REST_MS}: the reclaimer is told, once a spell. */
   #restWhenQuiet(now: number): void {
-    const { forwarded, returned, dropped } = this.#counts;
-    const handled = forwarded + returned + dropped;
+    const { forwarded, returned, dropped, undeliverable } = this.#counts;
+    const handled = forwarded + returned + dropped + undeliverable.target + undeliverable.client;
     if (handled !== this.#handled) {
       this.#handled = handled;
       this.#quietSince = now;
@@ -688,8 +775,17 @@ export function describeRelay(relay: Pick<Relay, "active" | "counts">): string {
   ];
   return `${relay.active} session(s) open, ${sessions} served` +
     (evicted > 0 ? ` (${evicted} ended early for new clients)` : "") +
-    `, datagrams ${forwarded} forwarded, ${returned} returned, ${dropped} dropped` +
-    (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
+    `, datagrams ${forwarded} forwarded, ${returned} returned, ${undeliverableOf(relay.counts)}` +
+    `, ${dropped} dropped` + (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
+}
+
+/** "3 undeliverable (2 to the target, 1 to clients)", "0 undeliverable". */
+function undeliverableOf({ undeliverable: { target, client } }: RelayCounts): string {
+  const parts = [
+    ...(target > 0 ? [`${target} to the target`] : []),
+    ...(client > 0 ? [`${client} to clients`] : []),
+  ];
+  return `${target + client} undeliverable` + (parts.length > 0 ? ` (${parts.join(", ")})` : "");
 }
 
 /**

@@ -48,6 +48,8 @@ const SYMBOLS = {
   address_of: { name: "memmove", parameters: ["buffer", "buffer", "usize"], result: "usize" },
   /** memmove(ours, address, n): reads n bytes at an address libc gave us (errno). */
   read_at: { name: "memmove", parameters: ["buffer", "usize", "usize"], result: "usize" },
+  /** The user a reply to a Unix client may be refused to (Deno.uid() needs --allow-sys). */
+  geteuid: { parameters: [], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */

@@ -40,6 +40,20 @@ export class RelayLog {
     (held) =>
       `${held} more datagram(s) from the target's own address dropped since the last message.`,
   );
+  /** A datagram the backend did not get: an ICMP error, a Unix backend gone (warning). */
+  readonly unreachable = new ThrottledLog(
+    "warning",
+    FAULT_LOG_INTERVAL_MS,
+    (held) =>
+      `Failed to deliver datagrams: ${held} more not delivered to the target since the last message.`,
+  );
+  /** A reply the kernel would not deliver to its client (warning). */
+  readonly unanswerable = new ThrottledLog(
+    "warning",
+    FAULT_LOG_INTERVAL_MS,
+    (held) =>
+      `Failed to deliver replies: ${held} more not delivered to clients since the last message.`,
+  );
   /** A session that could not be set up: no socket, no address for the name (error). */
   readonly failures = new ThrottledLog(
     "error",
@@ -49,8 +63,67 @@ export class RelayLog {
 
   /** Writes the counts held back now (at stop). */
   flush(): void {
-    for (const line of [this.full, this.source, this.evicted, this.fromTarget, this.failures]) {
-      line.flush();
-    }
+    for (
+      const line of [
+        this.full,
+        this.source,
+        this.evicted,
+        this.fromTarget,
+        this.unreachable,
+        this.unanswerable,
+        this.failures,
+      ]
+    ) line.flush();
   }
+}
+
+/**
+ * Linux errno values of a peer that a datagram did not reach, with what each means for a
+ * backend: the error a connected UDP socket reports after an ICMP error, or that a Unix
+ * datagram socket reports at once.
+ */
+export const BACKEND_FAULTS: ReadonlyMap<number, string> = new Map([
+  [111, "Connection refused (nothing is bound there: ICMP port unreachable, or no Unix socket)"],
+  [113, "No route to host (ICMP host unreachable)"],
+  [101, "Network is unreachable (ICMP network unreachable)"],
+  [112, "Host is down (ICMP host unreachable)"],
+  [100, "Network is down"],
+  [2, "No such file or directory (no Unix socket at that path)"],
+  [91, "Protocol wrong type for socket (not a datagram socket at that path)"],
+]);
+
+/** errno values of a reply the kernel would not deliver to its client. */
+export const CLIENT_FAULTS: ReadonlySet<number> = new Set([
+  1,
+  13,
+  111,
+  2,
+  ...BACKEND_FAULTS.keys(),
+]);
+
+/**
+ * Why a reply could not be delivered to `client`, and what would fix it.
+ * @param uid the proxy's user id, named in a permission problem.
+ */
+export function replyFault(errno: number, client: string, unix: boolean, uid: number): string {
+  if ((errno === 13 || errno === 1) && unix) {
+    return `Permission denied: the proxy's user (uid ${uid}) may not write to the client's ` +
+      `socket ${client}; give it write permission on that socket file (and search permission ` +
+      "on its directories), e.g. through a group both users share, or create the socket with " +
+      "mode 0666";
+  }
+  if (errno === 1) return "Operation not permitted (a firewall rule refused it)";
+  if (errno === 13) return "Permission denied";
+  if (errno === 111 || errno === 2) {
+    return unix ? "the client's socket is gone" : "Connection refused";
+  }
+  return BACKEND_FAULTS.get(errno) ?? `errno ${errno}`;
+}
+
+/** What errno `errno` means for a backend, for a log line. */
+export function backendFault(errno: number): string {
+  if (errno === 13 || errno === 1) {
+    return "Permission denied (the proxy's user may not write to the target's socket)";
+  }
+  return BACKEND_FAULTS.get(errno) ?? `errno ${errno}`;
 }

@@ -300,6 +300,7 @@ class Service {
       idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,
       repliesPerDatagram: this.#options.repliesPerDatagram,
       onChange: () => this.#sessionsChanged(),
+      onCounts: () => this.#changed(),
       reclaimer: this.#reclaimer,
     });
     this.#relay = sorted.relay;

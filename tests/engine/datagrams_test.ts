@@ -11,7 +11,7 @@ import { classify } from "../../src/engine/libc.ts";
 import { encodeUnix } from "../../src/engine/sockaddr.ts";
 import type { Target } from "../../src/cli/target.ts";
 import { libc, socketOf, udpSocket } from "./libc_udp.ts";
-import { udpEcho, UdpEnd } from "../integration/datagrams.ts";
+import { freeUdpPort, udpEcho, UdpEnd } from "../integration/datagrams.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -23,6 +23,7 @@ function countsOf(some: Partial<RelayCounts>): RelayCounts {
     evicted: 0,
     forwarded: 0,
     returned: 0,
+    undeliverable: { target: 0, client: 0 },
     dropped: 0,
     refused: { full: 0, source: 0 },
     excessReplies: 0,
@@ -637,6 +638,140 @@ Deno.test("Relay: a datagram from the target's own address is dropped, not loope
       `warning: Dropping a datagram from 127.0.0.1:${backend.port}, the target itself: ` +
       "forwarding it would loop (a forwarding loop, or a forged source address)",
     ]);
+  } finally {
+    await proxy.close();
+    await client.close();
+    await backend.close();
+  }
+});
+
+/** Resolves once `condition()` holds, checked every 10 ms (for counts that change on events). */
+async function until(condition: () => boolean, never: string): Promise<void> {
+  const held = Promise.withResolvers<void>();
+  const poll = setInterval(() => condition() && held.resolve(), 10);
+  await comes(held.promise, never).finally(() => clearInterval(poll));
+}
+
+Deno.test("Relay: a UDP target that is not there: each ICMP error counts a datagram undeliverable, not forwarded; one line names the target; served once it is up", async () => {
+  const port = freeUdpPort();
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port });
+  const client = new UdpEnd();
+  let backend: UdpEnd | undefined;
+  try {
+    for (let i = 1; i <= 3; i++) {
+      await client.send(encoder.encode(`lost ${i}`), "127.0.0.1", proxy.port);
+      await until(
+        () => proxy.relay.counts.undeliverable.target === i,
+        `no ICMP error seen for datagram ${i}: ${JSON.stringify(proxy.relay.counts)}`,
+      );
+      equal(proxy.relay.counts.forwarded, 0, "an undeliverable datagram is not forwarded");
+    }
+    deepEqual(proxy.lines, [
+      `warning: Failed to deliver a datagram to 127.0.0.1:${port} for 127.0.0.1:${client.port}: ` +
+      "Connection refused (nothing is bound there: ICMP port unreachable, or no Unix socket)",
+    ]);
+    backend = udpEcho("127.0.0.1", port);
+    const [data] = await client.ask(encoder.encode("up"), "127.0.0.1", proxy.port);
+    equal(decoder.decode(data), "up", "the same session is served once the target is up");
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 1,
+        forwarded: 1,
+        returned: 1,
+        undeliverable: { target: 3, client: 0 },
+      }),
+    );
+    proxy.relay.stopReading(); // Writes what the throttle held back.
+    equal(
+      proxy.lines[1],
+      "warning: Failed to deliver datagrams: 2 more not delivered to the target since the last message.",
+    );
+  } finally {
+    await proxy.close();
+    await client.close();
+    await backend?.close();
+  }
+});
+
+Deno.test("Relay: a Unix target not there yet, then gone and back: undeliverable meanwhile, served again by a fresh connect", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-relay-" });
+  const path = `${dir}/backend.sock`;
+  const proxy = relayOn({ kind: "unix", path });
+  const client = new UdpEnd();
+  const echo = () => {
+    const socket = Deno.listenDatagram({ transport: "unixpacket", path });
+    const loop = (async () => {
+      try {
+        for (;;) {
+          const [data, from] = await socket.receive();
+          await socket.send(data, from);
+        }
+      } catch {
+        // Closed.
+      }
+    })();
+    return async () => {
+      socket.close();
+      await loop;
+      Deno.removeSync(path);
+    };
+  };
+  try {
+    await client.send(encoder.encode("early"), "127.0.0.1", proxy.port);
+    await until(
+      () => proxy.relay.counts.undeliverable.target === 1,
+      "no fault for a missing target",
+    );
+    match(
+      proxy.lines[0],
+      new RegExp(
+        `^warning: Failed to deliver a datagram to ${path} for 127\\.0\\.0\\.1:\\d+: No such file`,
+      ),
+    );
+    let stop = echo();
+    equal(
+      decoder.decode((await client.ask(encoder.encode("one"), "127.0.0.1", proxy.port))[0]),
+      "one",
+    );
+    await stop();
+    await client.send(encoder.encode("gone"), "127.0.0.1", proxy.port);
+    await until(() => proxy.relay.counts.undeliverable.target === 2, "no fault for a target gone");
+    stop = echo(); // A new socket at the same path: the session connects to it.
+    equal(
+      decoder.decode((await client.ask(encoder.encode("two"), "127.0.0.1", proxy.port))[0]),
+      "two",
+    );
+    await stop();
+    deepEqual(
+      proxy.relay.counts,
+      countsOf({
+        sessions: 1,
+        forwarded: 2,
+        returned: 2,
+        undeliverable: { target: 2, client: 0 },
+      }),
+    );
+  } finally {
+    await proxy.close();
+    await client.close();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("Relay: counts are told after the events that change them, and not while idle", async () => {
+  const backend = udpEcho();
+  let told = 0;
+  const proxy = relayOn({ kind: "tcp", host: "127.0.0.1", port: backend.port }, {
+    onCounts: () => told++,
+  });
+  const client = new UdpEnd();
+  try {
+    for (let i = 0; i < 5; i++) await client.ask(encoder.encode(`${i}`), "127.0.0.1", proxy.port);
+    ok(told >= 5 && told <= 10, `told ${told} times for 5 exchanges`);
+    const before = told;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    equal(told, before, "nothing told while idle");
   } finally {
     await proxy.close();
     await client.close();

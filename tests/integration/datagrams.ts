@@ -168,8 +168,13 @@ export interface StopCounts {
   connections: number;
   sessionsOpen: number;
   sessions: number;
+  /** Sessions ended early for new clients. */
+  evicted: number;
   forwarded: number;
   returned: number;
+  undeliverable: number;
+  /** To whom ("2 to the target, 1 to clients"), or "". */
+  undeliverableTo: string;
   dropped: number;
   /** Why sessions were refused ("4 over --connections-max"), or "". */
   refusedBecause: string;
@@ -177,7 +182,8 @@ export interface StopCounts {
 
 const STOP_LINE = new RegExp(
   "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:; \\d+ refused \\([^)]*\\))?; " +
-    "(\\d+) session\\(s\\) open, (\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, " +
+    "(\\d+) session\\(s\\) open, (\\d+) served(?: \\((\\d+) ended early for new clients\\))?, " +
+    "datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) undeliverable(?: \\(([^)]*)\\))?, " +
     "(\\d+) dropped(?: \\(([^)]*)\\))?, none cut off\\.",
 );
 
@@ -189,10 +195,20 @@ export async function stopProxy(proxy: Process): Promise<StopCounts> {
   if (code !== 0 || match === null) {
     throw new Error(`exit ${code}, no stop line with datagram counts:\n${stderr}`);
   }
-  const [connections, sessionsOpen, sessions, forwarded, returned, dropped] = match.slice(1, 7)
-    .map(Number);
-  const refusedBecause = match[7] ?? "";
-  return { connections, sessionsOpen, sessions, forwarded, returned, dropped, refusedBecause };
+  const [connections, sessionsOpen, sessions, evicted, forwarded, returned, undeliverable] = match
+    .slice(1, 8).map((n) => Number(n ?? 0));
+  return {
+    connections,
+    sessionsOpen,
+    sessions,
+    evicted,
+    forwarded,
+    returned,
+    undeliverable,
+    undeliverableTo: match[8] ?? "",
+    dropped: Number(match[9]),
+    refusedBecause: match[10] ?? "",
+  };
 }
 
 /** How many file descriptors the process has open. */

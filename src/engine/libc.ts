@@ -64,6 +64,8 @@ const PROBE_SYMBOLS = {
   getsockopt: SYMBOLS.getsockopt,
   __errno_location: SYMBOLS.__errno_location,
   read_at: SYMBOLS.read_at,
+  /** The limit on open files, for the descriptor budget (`service/descriptors.ts`). */
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc, opened. */
@@ -214,19 +216,41 @@ export function classify(libc: SocketProbe, fd: number): SocketKind {
 }
 
 /**
- * Asks each of `fds` its type, with a library of {@link PROBE_SYMBOLS} only, closed again at
- * once.
+ * Asks each of `fds` its type, and the process its limit on open files, with a library of
+ * {@link PROBE_SYMBOLS} only, closed again at once.
  */
-export function probeSockets(fds: readonly number[]): SocketKind[] | LibcProblem {
+export function probeSockets(fds: readonly number[]): Probe | LibcProblem {
   const library = dlopen(PROBE_SYMBOLS);
   if ("kind" in library) return library;
   const { opened } = library;
   try {
     const probe = { call: opened.symbols, errno: errnoReader(opened.symbols) };
-    return fds.map((fd) => classify(probe, fd));
+    return {
+      kinds: fds.map((fd) => classify(probe, fd)),
+      descriptorLimit: openFilesLimit(opened.symbols.getrlimit),
+    };
   } finally {
     opened.close();
   }
+}
+
+/** What {@link probeSockets} found. */
+export interface Probe {
+  /** What each socket is, in order. */
+  readonly kinds: SocketKind[];
+  /** The soft limit on open files (RLIMIT_NOFILE); null when unlimited or unknown. */
+  readonly descriptorLimit: number | null;
+}
+
+const RLIMIT_NOFILE = 7;
+
+/** RLIMIT_NOFILE's soft limit, through getrlimit(2) (struct rlimit: two 64-bit values). */
+function openFilesLimit(
+  getrlimit: (resource: number, limits: Uint8Array) => number,
+): number | null {
+  const limits = new BigUint64Array(2);
+  if (getrlimit(RLIMIT_NOFILE, new Uint8Array(limits.buffer)) < 0) return null;
+  return limits[0] > BigInt(Number.MAX_SAFE_INTEGER) ? null : Number(limits[0]);
 }
 
 function dlopen<S extends Deno.ForeignLibraryInterface>(

@@ -23,6 +23,8 @@ export interface Sorted {
   readonly relay: Relay | null;
   /** What the relay forwards where, for the start-up line. */
   readonly descriptions: readonly string[];
+  /** The limit on open files, when the sockets were probed and it has one; else null. */
+  readonly descriptorLimit: number | null;
 }
 
 /** The options the relay needs, with `--proxy-protocol` to refuse datagram sockets. */
@@ -40,11 +42,13 @@ export async function sortSockets(
   options: SortOptions,
 ): Promise<Sorted> {
   try {
-    const datagrams = sockets.length === 0 ||
+    const { datagrams, descriptorLimit } = sockets.length === 0 ||
         sockets.every(({ socket }) => socket.name === CONNECTION_NAME)
-      ? []
+      ? { datagrams: [], descriptorLimit: null }
       : datagramSockets(sockets);
-    if (datagrams.length === 0) return { streams: sockets, relay: null, descriptions: [] };
+    if (datagrams.length === 0) {
+      return { streams: sockets, relay: null, descriptions: [], descriptorLimit };
+    }
     for (const { socket, target } of datagrams) {
       checkDatagram(socket.fd, socket.name, target, options);
     }
@@ -62,7 +66,7 @@ export async function sortSockets(
     const streams = sockets.filter((planned) =>
       !datagrams.some((d) => d.socket === planned.socket)
     );
-    return { streams, relay, descriptions };
+    return { streams, relay, descriptions, descriptorLimit };
   } finally {
     await dropFfi();
   }
@@ -70,18 +74,18 @@ export async function sortSockets(
 
 /**
  * The datagram sockets among `sockets` (none when FFI is not granted: the adoption layer then
- * refuses them).
+ * refuses them), and the limit on open files.
  * @throws {StartError} for a socket that is neither stream nor datagram.
  */
 function datagramSockets(
   sockets: readonly PlannedSocket[],
-): Array<PlannedSocket & { family: number }> {
-  const kinds = probeSockets(sockets.map(({ socket }) => socket.fd));
-  if (!Array.isArray(kinds)) {
-    if (kinds.kind === "no-permission") return [];
-    throw new StartError(`Cannot open ${kinds.path} for datagram sockets: ${kinds.message}`);
+): { datagrams: Array<PlannedSocket & { family: number }>; descriptorLimit: number | null } {
+  const probe = probeSockets(sockets.map(({ socket }) => socket.fd));
+  if ("kind" in probe) {
+    if (probe.kind === "no-permission") return { datagrams: [], descriptorLimit: null };
+    throw new StartError(`Cannot open ${probe.path} for datagram sockets: ${probe.message}`);
   }
-  return kinds.flatMap((kind, i) => {
+  const datagrams = probe.kinds.flatMap((kind, i) => {
     const planned = sockets[i];
     if (kind.type === "datagram") return [{ ...planned, family: kind.family }];
     if (kind.type === "stream") return [];
@@ -91,6 +95,7 @@ function datagramSockets(
         `(${kind.why}); pass ListenStream= or ListenDatagram= sockets only.`,
     );
   });
+  return { datagrams, descriptorLimit: probe.descriptorLimit };
 }
 
 function checkDatagram(

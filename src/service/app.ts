@@ -21,6 +21,7 @@ import {
   writerFor,
 } from "./log.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
+import { descriptorBudgetWarning } from "./descriptors.ts";
 import { makePlan, type Plan, type PlannedSocket, StartError } from "./plan.ts";
 import { Proxy } from "../proxy.ts";
 import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
@@ -305,6 +306,12 @@ class Service {
     });
     this.#relay = sorted.relay;
     this.#descriptions.push(...sorted.descriptions);
+    const short = descriptorBudgetWarning(sorted.descriptorLimit, {
+      connectionsMax: this.#options.connectionsMax,
+      streams: sorted.streams.length > 0,
+      datagrams: sorted.relay !== null,
+    });
+    if (short !== null) log("warning", short);
     await this.#testAdoption(sorted.streams);
     const listeners: Listener[] = [];
     try {

@@ -4,17 +4,21 @@
  * client-chosen names in the log.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { freeUdpPort, stopProxy, udpEcho, UdpEnd } from "./datagrams.ts";
+import { freeTcpUdpPort, freeUdpPort, stopProxy, udpEcho, UdpEnd } from "./datagrams.ts";
 import {
   AS_JOURNAL_STREAM,
+  DENO_RUN,
+  MAIN,
   NotifyReceiver,
-  type Process,
+  Process,
+  ROOT,
   startProxy,
   tempSocketPath,
 } from "./harness.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const LAUNCHER = `${ROOT}tests/integration/listen_fds.py`;
 
 /** The datagrams forwarded, as a STATUS= line says, or -1. */
 function forwardedIn(message: Record<string, string>): number {
@@ -244,5 +248,41 @@ Deno.test("a flood of one-datagram clients that keeps -c full does not lock a ne
     await client.close();
     await proxy.stop();
     await backend.close();
+  }
+});
+
+Deno.test("start-up: a limit on open files that cannot hold -c is named, with LimitNOFILE=; the defaults fit under 1024", async () => {
+  for (const [connectionsMax, warned] of [[5000, true], [256, false]] as const) {
+    const port = freeTcpUdpPort();
+    const proxy = new Process("sh", [
+      "-c",
+      'ulimit -n 1024 && exec "$@"',
+      "sh",
+      LAUNCHER,
+      `--tcp=${port}`,
+      `--udp=${port}`,
+      "--",
+      ...DENO_RUN,
+      MAIN,
+      "-c",
+      String(connectionsMax),
+      "127.0.0.1:9",
+    ]);
+    try {
+      await proxy.waitForLog(/Forwarding /, 30_000);
+      const line = /^The limit on open files.*$/m.exec(proxy.stderr)?.[0];
+      if (warned) {
+        equal(
+          line,
+          "The limit on open files (RLIMIT_NOFILE) is 1024, but --connections-max=5000 may need " +
+            "15064 file descriptors (2 per stream connection and 1 per datagram session, plus " +
+            '64): past 1024, new connections and sessions fail with "Too many open files". Set ' +
+            "LimitNOFILE=15064 or more in the service unit, or lower --connections-max.",
+        );
+      } else equal(line, undefined, proxy.stderr);
+      await stopProxy(proxy);
+    } finally {
+      await proxy.stop();
+    }
   }
 });

@@ -297,6 +297,7 @@ export class TestDns {
   readonly #socket: Deno.DatagramConn;
   readonly #loop: Promise<void>;
   #stalled = true;
+  #delayMs = 0;
   #held: Array<() => Promise<void>> = [];
   readonly #dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-dns-" });
 
@@ -322,6 +323,7 @@ export class TestDns {
           const reply = () =>
             socket.send(this.#answerTo(query) as Uint8Array<ArrayBuffer>, from).then(() => {});
           if (this.#stalled) this.#held.push(reply);
+          else if (this.#delayMs > 0) setTimeout(() => reply().catch(() => {}), this.#delayMs);
           else await reply().catch(() => {});
         }
       } catch {
@@ -330,9 +332,13 @@ export class TestDns {
     })();
   }
 
-  /** Stops stalling: the held queries are answered now, and further ones at once. */
-  async answer(): Promise<void> {
+  /**
+   * Stops stalling: the held queries are answered now, and further ones after `delayMs` (a
+   * slow server).
+   */
+  async answer(delayMs = 0): Promise<void> {
     this.#stalled = false;
+    this.#delayMs = delayMs;
     for (const reply of this.#held.splice(0)) await reply().catch(() => {});
   }
 

@@ -15,7 +15,14 @@ import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
 import type { Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
-import { BACKEND_FAULTS, backendFault, CLIENT_FAULTS, RelayLog, replyFault } from "./relaylog.ts";
+import {
+  BACKEND_FAULTS,
+  backendFault,
+  CLIENT_FAULTS,
+  PERMISSION_FAULTS,
+  RelayLog,
+  replyFault,
+} from "./relaylog.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
@@ -73,8 +80,6 @@ const IP_PKTINFO = 8;
 const IPV6_RECVPKTINFO = 49;
 const IPV6_PKTINFO = 50;
 const MSG_TRUNC = 0x20;
-const EPERM = 1;
-const EACCES = 13;
 const MSG_DONTWAIT = 0x40;
 
 /** Counters, for STATUS= and the stop line. */
@@ -537,7 +542,7 @@ export class Relay {
     if (result >= 0) {
       session.sent++;
       this.#counts.forwarded++;
-    } else if (BACKEND_FAULTS.has(-result) || -result === EACCES || -result === EPERM) {
+    } else if (BACKEND_FAULTS.has(-result) || PERMISSION_FAULTS.has(-result)) {
       this.#undeliverable(session, -result, false);
     } else this.#counts.dropped++; // A full socket buffer (EAGAIN, ENOBUFS).
   }

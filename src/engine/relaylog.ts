@@ -77,27 +77,43 @@ export class RelayLog {
   }
 }
 
+/** Linux errno values (asm-generic/errno.h) that say a datagram did not reach its peer. */
+const E = {
+  EPERM: 1,
+  ENOENT: 2,
+  EACCES: 13,
+  EPROTOTYPE: 91,
+  ENETDOWN: 100,
+  ENETUNREACH: 101,
+  ECONNREFUSED: 111,
+  EHOSTDOWN: 112,
+  EHOSTUNREACH: 113,
+} as const;
+
 /**
- * Linux errno values of a peer that a datagram did not reach, with what each means for a
- * backend: the error a connected UDP socket reports after an ICMP error, or that a Unix
- * datagram socket reports at once.
+ * The errno values of a target that a datagram did not reach, with what each means: the error
+ * a connected UDP socket reports after an ICMP error, or that a Unix datagram socket reports at
+ * once.
  */
 export const BACKEND_FAULTS: ReadonlyMap<number, string> = new Map([
-  [111, "Connection refused (nothing is bound there: ICMP port unreachable, or no Unix socket)"],
-  [113, "No route to host (ICMP host unreachable)"],
-  [101, "Network is unreachable (ICMP network unreachable)"],
-  [112, "Host is down (ICMP host unreachable)"],
-  [100, "Network is down"],
-  [2, "No such file or directory (no Unix socket at that path)"],
-  [91, "Protocol wrong type for socket (not a datagram socket at that path)"],
+  [
+    E.ECONNREFUSED,
+    "Connection refused (nothing is bound there: ICMP port unreachable, or no Unix socket)",
+  ],
+  [E.EHOSTUNREACH, "No route to host (ICMP host unreachable)"],
+  [E.ENETUNREACH, "Network is unreachable (ICMP network unreachable)"],
+  [E.EHOSTDOWN, "Host is down (ICMP host unreachable)"],
+  [E.ENETDOWN, "Network is down"],
+  [E.ENOENT, "No such file or directory (no Unix socket at that path)"],
+  [E.EPROTOTYPE, "Protocol wrong type for socket (not a datagram socket at that path)"],
 ]);
 
-/** errno values of a reply the kernel would not deliver to its client. */
+/** The errno values of a peer that refused the proxy's user (file permissions, a firewall). */
+export const PERMISSION_FAULTS: ReadonlySet<number> = new Set([E.EPERM, E.EACCES]);
+
+/** The errno values of a reply the kernel would not deliver to its client. */
 export const CLIENT_FAULTS: ReadonlySet<number> = new Set([
-  1,
-  13,
-  111,
-  2,
+  ...PERMISSION_FAULTS,
   ...BACKEND_FAULTS.keys(),
 ]);
 
@@ -106,23 +122,23 @@ export const CLIENT_FAULTS: ReadonlySet<number> = new Set([
  * @param uid the proxy's user id, named in a permission problem.
  */
 export function replyFault(errno: number, client: string, unix: boolean, uid: number): string {
-  if ((errno === 13 || errno === 1) && unix) {
+  if (PERMISSION_FAULTS.has(errno) && unix) {
     return `Permission denied: the proxy's user (uid ${uid}) may not write to the client's ` +
       `socket ${client}; give it write permission on that socket file (and search permission ` +
       "on its directories), e.g. through a group both users share, or create the socket with " +
       "mode 0666";
   }
-  if (errno === 1) return "Operation not permitted (a firewall rule refused it)";
-  if (errno === 13) return "Permission denied";
-  if (errno === 111 || errno === 2) {
-    return unix ? "the client's socket is gone" : "Connection refused";
+  if (errno === E.EPERM) return "Operation not permitted (a firewall rule refused it)";
+  if (errno === E.EACCES) return "Permission denied";
+  if (unix && (errno === E.ECONNREFUSED || errno === E.ENOENT)) {
+    return "the client's socket is gone";
   }
   return BACKEND_FAULTS.get(errno) ?? `errno ${errno}`;
 }
 
-/** What errno `errno` means for a backend, for a log line. */
+/** What errno `errno` means for a target, for a log line. */
 export function backendFault(errno: number): string {
-  if (errno === 13 || errno === 1) {
+  if (PERMISSION_FAULTS.has(errno)) {
     return "Permission denied (the proxy's user may not write to the target's socket)";
   }
   return BACKEND_FAULTS.get(errno) ?? `errno ${errno}`;

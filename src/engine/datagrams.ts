@@ -6,8 +6,17 @@
  * Every datagram from the client goes out on it as one datagram, in order; every datagram the
  * backend sends back goes to the client from the passed socket itself, from the very address
  * the client sent to (IP_PKTINFO on a wildcard listener), since DNS resolvers and most UDP
- * clients drop replies from anywhere else. A session ends after `idleTimeoutMs` without traffic.
- * Nothing is truncated: a datagram too large for the buffer is dropped and counted.
+ * clients drop replies from anywhere else. A session ends after `idleTimeoutMs` without a
+ * datagram from its client: what the backend sends never keeps it open, and
+ * `repliesPerDatagram` bounds it. Nothing is truncated: a datagram too large for the buffer is
+ * dropped and counted. What the kernel could not deliver (an ICMP error from the target, a reply
+ * a Unix client's socket refuses) is counted apart and logged (`relaylog.ts`).
+ *
+ * Under attack: the sessions are capped (`sessionsMax`), and at the cap a new client may end the
+ * oldest session whose client sent one datagram only ({@link EVICT_IDLE_MS}), so a flood of
+ * one-datagram sources cannot lock new clients out; a datagram from the target's own address is
+ * dropped, so no loop runs through the target; name lookups are shared and bounded
+ * (`resolve.ts`), so a stalled DNS server cannot starve the wait on the sockets.
  * @module
  */
 import { type Resolver, systemResolver } from "./resolve.ts";
@@ -428,7 +437,7 @@ export class Relay {
   /**
    * At the limit: ends the session idle longest among those whose client sent one datagram
    * only, if that was {@link EVICT_IDLE_MS} ago or more (as conntrack drops unassured flows
-   * first). Sessions with traffic both ways are never ended for a newcomer.
+   * first). A session whose client sent more is never ended for a newcomer.
    * @returns whether a session was ended.
    */
   #evictOneShot(): boolean {

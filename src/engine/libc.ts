@@ -256,7 +256,9 @@ function openFilesLimit(
 function dlopen<S extends Deno.ForeignLibraryInterface>(
   symbols: S,
 ): { opened: Deno.DynamicLibrary<S>; path: string } | LibcProblem {
-  return openFirst(grantedLibcs(ffiGranted), (path) => Deno.dlopen(path, symbols));
+  return openFirst(grantedLibcs(ffiGranted), (path) => {
+    return Deno.dlopen(path, symbols);
+  });
 }
 
 /** Reads this thread's errno: its address comes from libc, its value through memmove. */

@@ -544,9 +544,12 @@ export class Relay {
     if (session.fd < 0) return void this.#counts.dropped++;
     let result = this.#send(session, data, n);
     if (result < 0 && BACKEND_FAULTS.has(-result) && session.connected) {
+      const pending = -result;
       if (session.unix) session.connected = false;
-      else this.#undeliverable(session, -result, true);
       result = this.#send(session, data, n);
+      // A pending error is reported once: one that comes again (no route) is this datagram's.
+      const again = result < 0 && BACKEND_FAULTS.has(-result);
+      if (!session.unix && !again) this.#undeliverable(session, pending, true);
     }
     if (result >= 0) {
       session.sent++;

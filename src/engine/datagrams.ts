@@ -779,30 +779,28 @@ export class Relay {
 
 /**
  * The relay's sessions and datagrams for STATUS= and the stop line: "2 session(s) open, 9
- * served, datagrams 40 forwarded, 38 returned, 2 dropped (2 over --connections-max)".
+ * served, datagrams 40 forwarded, 38 returned, 2 dropped (2 over --connections-max), 1
+ * undeliverable (1 to the target)"; the clauses in parentheses, and the undeliverable one, only
+ * when they count something.
  */
 export function describeRelay(relay: Pick<Relay, "active" | "counts">): string {
   const { sessions, evicted, forwarded, returned, dropped, refused } = relay.counts;
-  const { excessReplies, fromTarget } = relay.counts;
+  const { excessReplies, fromTarget, undeliverable: { target, client } } = relay.counts;
   const reasons = [
     ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
     ...(refused.source > 0 ? [`${refused.source} over --connections-per-source`] : []),
     ...(excessReplies > 0 ? [`${excessReplies} over --replies-per-datagram`] : []),
     ...(fromTarget > 0 ? [`${fromTarget} from the target itself`] : []),
   ];
-  return `${relay.active} session(s) open, ${sessions} served` +
-    (evicted > 0 ? ` (${evicted} ended early for new clients)` : "") +
-    `, datagrams ${forwarded} forwarded, ${returned} returned, ${undeliverableOf(relay.counts)}` +
-    `, ${dropped} dropped` + (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
-}
-
-/** "3 undeliverable (2 to the target, 1 to clients)", "0 undeliverable". */
-function undeliverableOf({ undeliverable: { target, client } }: RelayCounts): string {
-  const parts = [
+  const to = [
     ...(target > 0 ? [`${target} to the target`] : []),
     ...(client > 0 ? [`${client} to clients`] : []),
   ];
-  return `${target + client} undeliverable` + (parts.length > 0 ? ` (${parts.join(", ")})` : "");
+  return `${relay.active} session(s) open, ${sessions} served` +
+    (evicted > 0 ? ` (${evicted} ended early for new clients)` : "") +
+    `, datagrams ${forwarded} forwarded, ${returned} returned, ${dropped} dropped` +
+    (reasons.length > 0 ? ` (${reasons.join(", ")})` : "") +
+    (to.length > 0 ? `, ${target + client} undeliverable (${to.join(", ")})` : "");
 }
 
 /**

@@ -183,8 +183,8 @@ export interface StopCounts {
 const STOP_LINE = new RegExp(
   "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:; \\d+ refused \\([^)]*\\))?; " +
     "(\\d+) session\\(s\\) open, (\\d+) served(?: \\((\\d+) ended early for new clients\\))?, " +
-    "datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) undeliverable(?: \\(([^)]*)\\))?, " +
-    "(\\d+) dropped(?: \\(([^)]*)\\))?, none cut off\\.",
+    "datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) dropped(?: \\(([^)]*)\\))?" +
+    "(?:, (\\d+) undeliverable \\(([^)]*)\\))?, none cut off\\.",
 );
 
 /** Sends SIGTERM, waits for the exit (0) and returns the stop line's counts. */
@@ -195,7 +195,7 @@ export async function stopProxy(proxy: Process): Promise<StopCounts> {
   if (code !== 0 || match === null) {
     throw new Error(`exit ${code}, no stop line with datagram counts:\n${stderr}`);
   }
-  const [connections, sessionsOpen, sessions, evicted, forwarded, returned, undeliverable] = match
+  const [connections, sessionsOpen, sessions, evicted, forwarded, returned, dropped] = match
     .slice(1, 8).map((n) => Number(n ?? 0));
   return {
     connections,
@@ -204,10 +204,10 @@ export async function stopProxy(proxy: Process): Promise<StopCounts> {
     evicted,
     forwarded,
     returned,
-    undeliverable,
-    undeliverableTo: match[8] ?? "",
-    dropped: Number(match[9]),
-    refusedBecause: match[10] ?? "",
+    dropped,
+    refusedBecause: match[8] ?? "",
+    undeliverable: Number(match[9] ?? 0),
+    undeliverableTo: match[10] ?? "",
   };
 }
 

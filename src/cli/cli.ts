@@ -41,6 +41,8 @@ export interface Options {
   readonly idleTimeoutUsec: number;
   /** End a datagram session without traffic for this long (`--idle-timeout`, else 30s). */
   readonly sessionIdleTimeoutUsec: number;
+  /** The most replies a datagram session takes per client datagram; null: no bound. */
+  readonly repliesPerDatagram: number | null;
   /** TCP keepalive on client and backend sockets (off with `--no-keepalive`). */
   readonly keepalive: boolean;
   /** The most connections open at once (`-c`, `--connections-max`). */
@@ -112,6 +114,9 @@ Forwards every client of the sockets passed in by the service manager
                               datagram sessions: ${
     formatTimespan(DEFAULT_SESSION_IDLE_TIMEOUT_USEC)
   })
+     --replies-per-datagram=N Datagram sessions: pass at most N replies per
+                              datagram from the client, and end a session once
+                              it has had them all (default: no limit)
      --no-keepalive           Do not turn on TCP keepalive on client and
                               backend sockets
   -v --verbose                Log every connection when it ends
@@ -205,6 +210,7 @@ export function parseCommandLine(args: readonly string[]): Command {
         "proxy-protocol": { type: "string" },
         "connect-timeout": { type: "string" },
         "idle-timeout": { type: "string" },
+        "replies-per-datagram": { type: "string" },
         "no-keepalive": { type: "boolean" },
       },
     });
@@ -271,6 +277,9 @@ export function parseCommandLine(args: readonly string[]): Command {
       sessionIdleTimeoutUsec: values["idle-timeout"] === undefined
         ? DEFAULT_SESSION_IDLE_TIMEOUT_USEC
         : idleTimeoutUsec,
+      repliesPerDatagram: values["replies-per-datagram"] === undefined
+        ? null
+        : parseCount(values["replies-per-datagram"], "replies-per-datagram"),
       keepalive: !values["no-keepalive"],
     },
   };

@@ -6,18 +6,32 @@
  * Every datagram from the client goes out on it as one datagram, in order; every datagram the
  * backend sends back goes to the client from the passed socket itself, from the very address
  * the client sent to (IP_PKTINFO on a wildcard listener), since DNS resolvers and most UDP
- * clients drop replies from anywhere else. A session ends after `idleTimeoutMs` without traffic.
- * Nothing is truncated: a datagram too large for the buffer is dropped and counted.
+ * clients drop replies from anywhere else. A session ends after `idleTimeoutMs` without a
+ * datagram from its client: what the backend sends never keeps it open, and
+ * `repliesPerDatagram` bounds it. Nothing is truncated: a datagram too large for the buffer is
+ * dropped and counted. What the kernel could not deliver (an ICMP error from the target, a reply
+ * a Unix client's socket refuses) is counted apart and logged (`relaylog.ts`).
+ *
+ * Under attack: the sessions are capped (`sessionsMax`), and at the cap a new client may end the
+ * oldest session whose client sent one datagram only ({@link EVICT_IDLE_MS}), so a flood of
+ * one-datagram sources cannot lock new clients out; a datagram from the target's own address is
+ * dropped, so no loop runs through the target; name lookups are shared and bounded
+ * (`resolve.ts`), so a stalled DNS server cannot starve the wait on the sockets.
  * @module
  */
-import { systemResolver } from "./resolve.ts";
+import { type Resolver, systemResolver } from "./resolve.ts";
 import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
-import { ERRNO } from "./errno.ts";
 import type { Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
-import { ThrottledLog } from "../service/log.ts";
-import { REFUSAL_LOG_INTERVAL_MS } from "../service/refusals.ts";
+import {
+  BACKEND_FAULTS,
+  backendFault,
+  CLIENT_FAULTS,
+  PERMISSION_FAULTS,
+  RelayLog,
+  replyFault,
+} from "./relaylog.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
 import { EPOLLERR, EPOLLIN, type Poller } from "./poller.ts";
 import {
@@ -51,6 +65,13 @@ export const IP_DATAGRAM_MAX = 65_535;
  */
 export const UNIX_DATAGRAM_MAX = 262_144;
 
+/**
+ * At `--connections-max`, a new client ends the session that has been idle longest among those
+ * whose client sent one datagram only, if that was at least this long ago (see
+ * {@link Relay}'s doc on floods).
+ */
+export const EVICT_IDLE_MS = 1000;
+
 /** Datagrams moved per `recvmmsg` or `sendmmsg`. */
 const BATCH = 16;
 
@@ -74,14 +95,29 @@ const MSG_DONTWAIT = 0x40;
 export interface RelayCounts {
   /** Sessions opened since start. */
   sessions: number;
+  /** Of those, ended early at `--connections-max` to admit a new client. */
+  evicted: number;
   /** Datagrams from clients sent on to backends. */
   forwarded: number;
   /** Datagrams from backends sent back to clients. */
   returned: number;
-  /** Datagrams dropped: too large, over a session limit, backend unreachable or queue full. */
+  /**
+   * Datagrams the kernel could not deliver: to the target (an ICMP error such as port
+   * unreachable, a Unix target gone), and replies to clients (a Unix client's socket the
+   * proxy may not write to, or gone).
+   */
+  undeliverable: { target: number; client: number };
+  /**
+   * Datagrams dropped: too large, over a session limit, over `--replies-per-datagram`, sent by
+   * the target itself, a full queue or socket buffer, a reply to a nameless Unix client.
+   */
   dropped: number;
   /** Of those, from new clients over `--connections-max` and over `--connections-per-source`. */
   refused: Record<Refusal, number>;
+  /** Of those, replies over `--replies-per-datagram`. */
+  excessReplies: number;
+  /** Of those, from the target's own address to a listener (a loop, or a spoofed source). */
+  fromTarget: number;
 }
 
 /** What the relay needs to know. */
@@ -90,12 +126,21 @@ export interface RelayOptions {
   readonly sessionsMax: number;
   /** The most sessions open at once from one source (see `admission.ts`), or null. */
   readonly sessionsPerSource: number | null;
-  /** A session without traffic this long ends. */
+  /** A session whose client has sent nothing for this long ends. */
   readonly idleTimeoutMs: number;
+  /** Replies a session takes per datagram from its client, at most; null: no bound. */
+  readonly repliesPerDatagram?: number | null;
   /** Called whenever the number of open sessions changes. */
   readonly onChange: () => void;
+  /**
+   * Called when datagrams have changed the counts, at most once per batch of events handled
+   * (the caller coalesces: STATUS= stays current while traffic flows, and idle says nothing).
+   */
+  readonly onCounts?: () => void;
   /** Gives memory back once no session (and no connection) is open (see `reclaim.ts`). */
   readonly reclaimer?: Reclaimer;
+  /** Looks target names up (default: the system's, shared with the stream side). */
+  readonly resolve?: Resolver;
 }
 
 /** A passed datagram socket being served. */
@@ -105,8 +150,8 @@ class DatagramListener {
   readonly replies: MessageBatch;
   /** The target's address when it needs no lookup, shared by the sessions. */
   readonly address: Uint8Array | null;
-  /** The control messages that answer from each local address, shared by the sessions. */
-  readonly #controls = new Map<string, Uint8Array>();
+  /** That address as {@link endpointOf} gives it, or null. */
+  readonly endpoint: string | null;
 
   constructor(
     libc: Libc,
@@ -120,19 +165,7 @@ class DatagramListener {
     this.address = target.kind === "tcp" && !isIPAddress(target.host)
       ? null
       : socketAddress(target);
-  }
-
-  /**
-   * The control message that makes a reply leave from the destination address a client sent to
-   * (`key`, its map key, made of `received`'s bytes from `at`, `length` of them).
-   */
-  controlFor(key: string, received: Uint8Array, at: number, length: number): Uint8Array {
-    let control = this.#controls.get(key);
-    if (control === undefined) {
-      control = replyControl(this.family, received.subarray(at, at + length));
-      this.#controls.set(key, control);
-    }
-    return control;
+    this.endpoint = this.address === null ? null : endpointOf(this.address);
   }
 }
 
@@ -148,10 +181,20 @@ class Session {
   /** The backend's address, once known; and whether the socket is connected to it. */
   address: Uint8Array | null = null;
   connected = false;
+  /** Whether the target is a Unix socket (which reports a fault for the datagram at hand). */
+  unix = false;
   /** Datagrams waiting for the target's name to resolve; null once it has. */
   pending: Uint8Array[] | null = null;
+  /** When the client last sent a datagram: its idle time runs from there. */
   lastActive: number;
-  /** Datagrams sent to the backend, and received from it. */
+  /** When the backend last sent one (a drain waits for a quiet backend). */
+  lastReply = -Infinity;
+  /** Datagrams from the client (of interest while it is one). */
+  fromClient = 1;
+  /**
+   * Datagrams sent to the backend (less those an ICMP error later said it did not get), and
+   * received from it.
+   */
   sent = 0;
   replied = 0;
 
@@ -183,33 +226,28 @@ export class Relay {
   /** Listeners with replies waiting to be sent. */
   readonly #replying = new Set<DatagramListener>();
   readonly #sessions = new Map<string, Session>();
-  readonly #refusals: Record<Refusal, ThrottledLog> = {
-    full: new ThrottledLog(
-      "warning",
-      REFUSAL_LOG_INTERVAL_MS,
-      (held) =>
-        `Hit connection limit: ${held} more datagram(s) from new clients dropped since the last message.`,
-    ),
-    source: new ThrottledLog(
-      "warning",
-      REFUSAL_LOG_INTERVAL_MS,
-      (held) =>
-        `Hit per-source connection limit: ${held} more datagram(s) from new clients dropped since the last message.`,
-    ),
-  };
-  readonly #failures = new ThrottledLog(
-    "error",
-    1000,
-    (held) => `Failed to forward datagrams: ${held} more failed since the last message.`,
-  );
+  /**
+   * The sessions whose client has sent one datagram only, oldest first: at the limit, the
+   * first may be ended for a new client.
+   */
+  readonly #oneShots = new Set<Session>();
+  readonly #log = new RelayLog();
   readonly #counts: RelayCounts = {
     sessions: 0,
+    evicted: 0,
     forwarded: 0,
     returned: 0,
+    undeliverable: { target: 0, client: 0 },
     dropped: 0,
     refused: { full: 0, source: 0 },
+    excessReplies: 0,
+    fromTarget: 0,
   };
+  /** See {@link RelayOptions.repliesPerDatagram}: Infinity for none. */
+  readonly #repliesPer: number;
   #now = performance.now();
+  /** The datagram counts as last told through {@link RelayOptions.onCounts}. */
+  #told: number[] = [];
   #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Datagrams handled, as of the last sweep; and since when that has not changed, or null. */
   #handled = 0;
@@ -221,12 +259,16 @@ export class Relay {
     this.#libc = libc;
     this.#options = options;
     this.#poller = poller;
-    poller.onBatchEnd(() => this.#sendReplies());
+    poller.onBatchEnd(() => {
+      this.#sendReplies();
+      this.#tellCounts();
+    });
     this.#admission = new Admission({
       max: options.sessionsMax,
       perSource: options.sessionsPerSource,
       whenFull: "refuse",
     });
+    this.#repliesPer = options.repliesPerDatagram ?? Infinity;
   }
 
   /** Sessions open now. */
@@ -286,9 +328,7 @@ export class Relay {
    * counts of log lines held back are written now.
    */
   stopReading(): void {
-    for (const lines of [this.#refusals.full, this.#refusals.source, this.#failures]) {
-      lines.flush();
-    }
+    this.#log.flush();
     for (const listener of this.#listeners) {
       if (listener.token !== 0) this.#poller.remove(listener.fd, listener.token);
       listener.token = 0;
@@ -347,22 +387,31 @@ export class Relay {
     const found = this.#sessions.get(key);
     if (found !== undefined) {
       found.lastActive = this.#now;
+      if (found.fromClient++ === 1) this.#oneShots.delete(found);
       return found;
     }
     const client = named ? name.slice(0, nameLength) : null;
+    if (client !== null && this.#fromTarget(listener, client)) return null;
     const source = client === null || listener.family === AF_UNIX ? null : sourceOfAddress(client);
-    const decision = this.#admission.request(source, null);
+    let decision = this.#admission.request(source, null);
+    if (decision === "full" && this.#evictOneShot()) {
+      decision = this.#admission.request(source, null);
+    }
     if (decision !== "admitted") {
       this.#counts.dropped++;
       this.#counts.refused[decision as Refusal]++;
       this.#refused(decision as Refusal, client!, source);
       return null;
     }
-    const reply = destination < 0
-      ? null
-      : listener.controlFor(destinationKey, control, destination, destinationLength);
+    // Each session has its own: kept per local address, they would outlive the sessions (a
+    // wildcard IPv4 listener answers on all of 127/8 for local users).
+    const reply = destination < 0 ? null : replyControl(
+      listener.family,
+      control.subarray(destination, destination + destinationLength),
+    );
     const session = new Session(key, source, listener, client, reply, this.#now);
     this.#sessions.set(key, session);
+    this.#oneShots.add(session);
     this.#counts.sessions++;
     this.#sweepWhileOpen();
     this.#options.reclaimer?.busy();
@@ -371,9 +420,48 @@ export class Relay {
     return session;
   }
 
+  /**
+   * A datagram from the target's own address: forwarding it would send the target its own
+   * datagram, and its answer back to it through the listener, without end (a forwarding loop,
+   * or a forged source address that starts one). It is dropped.
+   */
+  #fromTarget(listener: DatagramListener, client: Uint8Array): boolean {
+    if (listener.endpoint === null || endpointOf(client) !== listener.endpoint) return false;
+    this.#counts.dropped++;
+    this.#counts.fromTarget++;
+    this.#log.fromTarget.hit(() =>
+      `Dropping a datagram from ${listener.endpoint}, the target itself: forwarding it would ` +
+      "loop (a forwarding loop, or a forged source address)"
+    );
+    return true;
+  }
+
+  /**
+   * At the limit: ends the session idle longest among those whose client sent one datagram
+   * only, if that was {@link EVICT_IDLE_MS} ago or more (as conntrack drops unassured flows
+   * first). A session whose client sent more is never ended for a newcomer.
+   * @returns whether a session was ended.
+   */
+  #evictOneShot(): boolean {
+    const oldest: Session | undefined = this.#oneShots.values().next().value;
+    if (oldest === undefined || this.#now - oldest.lastActive < EVICT_IDLE_MS) return false;
+    this.#counts.evicted++;
+    this.#log.evicted.hit(() =>
+      `Hit connection limit, ending the session of ${this.#clientName(oldest)}, idle for ` +
+      `${((this.#now - oldest.lastActive) / 1000).toFixed(1)}s after its one datagram, for a ` +
+      `new client (${this.#admission.limits.max} sessions open)`
+    );
+    this.#close(oldest);
+    return true;
+  }
+
+  #clientName(session: Session): string {
+    return formatSocketAddress(session.client === null ? null : decode(session.client));
+  }
+
   #refused(why: Refusal, client: Uint8Array, source: string | null): void {
     const { max, perSource } = this.#admission.limits;
-    this.#refusals[why].hit(() =>
+    this.#log[why].hit(() =>
       why === "full"
         ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open)`
         : `Hit per-source connection limit, dropping a datagram from ` +
@@ -381,23 +469,39 @@ export class Relay {
     );
   }
 
-  /** Opens the session's socket to the target: at once for an address, after a name lookup. */
+  /**
+   * Opens the session's socket to the target: at once for an address, after a name lookup. A
+   * session that ended during the lookup (`--idle-timeout`, a drain) is left ended: another
+   * session of the same client may have taken its key meanwhile.
+   */
   #open(session: Session): void {
     const { target, address } = session.listener;
     if (address !== null || target.kind !== "tcp") return this.#connect(session, address!);
     session.pending = [];
-    systemResolver(target.host).then((addresses) => {
-      if (addresses.length === 0) throw new Error(`${target.host} has no addresses`);
-      if (!this.#sessions.has(session.key)) return;
+    const resolve = this.#options.resolve ?? systemResolver;
+    resolve(target.host).then((addresses) => {
+      if (!this.#isOpen(session)) return;
+      if (addresses.length === 0) {
+        return this.#unresolved(session, `${target.host} has no addresses`);
+      }
       this.#connect(session, encodeIP(addresses[0], target.port));
       const pending = session.pending ?? [];
       session.pending = null;
       for (const datagram of pending) this.#toBackend(session, datagram, datagram.length);
-    }).catch((e) => {
-      this.#counts.dropped += session.pending?.length ?? 0;
-      this.#failed(session, `cannot resolve ${target.host} (${(e as Error).message})`);
-      this.#close(session);
+      this.#tellCounts();
+    }, (e) => {
+      if (!this.#isOpen(session)) return;
+      this.#unresolved(session, `cannot resolve ${target.host} (${(e as Error).message})`);
     });
+  }
+
+  #isOpen(session: Session): boolean {
+    return this.#sessions.get(session.key) === session;
+  }
+
+  #unresolved(session: Session, why: string): void {
+    this.#failed(session, why);
+    this.#close(session);
   }
 
   #connect(session: Session, address: Uint8Array): void {
@@ -416,25 +520,22 @@ export class Relay {
       { ready: (events) => this.#readBackend(session, events) },
     );
     session.address = address;
-    this.#tryConnect(session);
-  }
-
-  /** Connects the session's socket (a Unix backend that is not there yet refuses). */
-  #tryConnect(session: Session): boolean {
-    const address = session.address!;
-    session.connected = this.#libc.call.connect(session.fd, address, address.length) === 0;
-    if (!session.connected) this.#failed(session, `cannot connect (errno ${this.#libc.errno()})`);
-    return session.connected;
+    session.unix = family === AF_UNIX;
   }
 
   #failed(session: Session, why: string): void {
-    this.#failures.hit(() =>
+    this.#log.failures.hit(() =>
       `Failed to forward datagrams to ${formatTarget(session.listener.target)} for ` +
-      `${formatSocketAddress(session.client === null ? null : decode(session.client))}: ${why}`
+      `${this.#clientName(session)}: ${why}`
     );
   }
 
-  /** Sends the first `n` bytes of `data` to the session's backend. */
+  /**
+   * Sends the first `n` bytes of `data` to the session's backend. A fault that a UDP socket
+   * reports is an ICMP error about an earlier datagram: this one still goes, so a backend that
+   * has come up is served at once. A Unix socket's is about this one: its backend's socket is
+   * gone, and it is connected again, to the one bound there now if there is one.
+   */
   #toBackend(session: Session, data: Uint8Array, n: number): void {
     if (session.pending !== null) {
       if (session.pending.length < MAX_PENDING_DATAGRAMS) {
@@ -443,17 +544,50 @@ export class Relay {
       return;
     }
     if (session.fd < 0) return void this.#counts.dropped++;
-    if (!session.connected && !this.#tryConnect(session)) return void this.#counts.dropped++;
-    const call = this.#libc.call;
-    let sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
-    // A refusal the kernel kept from an earlier datagram (ICMP port unreachable): this one
-    // still goes, so a backend that has come up is served at once.
-    if (sent < 0 && this.#libc.errno() === ERRNO.ECONNREFUSED) {
-      sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
+    let result = this.#send(session, data, n);
+    if (result < 0 && BACKEND_FAULTS.has(-result) && session.connected) {
+      const pending = -result;
+      if (session.unix) session.connected = false;
+      result = this.#send(session, data, n);
+      // A pending error is reported once: one that comes again (no route) is this datagram's.
+      const again = result < 0 && BACKEND_FAULTS.has(-result);
+      if (!session.unix && !again) this.#undeliverable(session, pending, true);
     }
-    if (sent < 0) return void this.#counts.dropped++;
-    session.sent++;
-    this.#counts.forwarded++;
+    if (result >= 0) {
+      session.sent++;
+      this.#counts.forwarded++;
+    } else if (BACKEND_FAULTS.has(-result) || PERMISSION_FAULTS.has(-result)) {
+      this.#undeliverable(session, -result, false);
+    } else this.#counts.dropped++; // A full socket buffer (EAGAIN, ENOBUFS).
+  }
+
+  /** Connects the session's socket if it is not, and sends: the bytes sent, or -errno. */
+  #send(session: Session, data: Uint8Array, n: number): number {
+    const call = this.#libc.call;
+    if (!session.connected) {
+      const address = session.address!;
+      session.connected = call.connect(session.fd, address, address.length) === 0;
+      if (!session.connected) return -this.#libc.errno();
+    }
+    const sent = Number(call.send(session.fd, data, BigInt(n), MSG_DONTWAIT));
+    return sent < 0 ? -this.#libc.errno() : sent;
+  }
+
+  /**
+   * The backend did not get a datagram; `earlier` for one sent before (an ICMP error reported
+   * later), which is then counted as undeliverable instead of forwarded. The kernel keeps one
+   * pending error per socket, so errors that come before one is read count as one.
+   */
+  #undeliverable(session: Session, errno: number, earlier: boolean): void {
+    if (earlier && session.sent > 0) {
+      session.sent--;
+      this.#counts.forwarded--;
+    }
+    this.#counts.undeliverable.target++;
+    this.#log.unreachable.hit(() =>
+      `Failed to deliver a datagram to ${formatTarget(session.listener.target)} for ` +
+      `${this.#clientName(session)}: ${backendFault(errno)}`
+    );
   }
 
   /**
@@ -463,7 +597,10 @@ export class Relay {
   #readBackend(session: Session, events: number): void {
     this.#now = performance.now();
     const replies = session.listener.replies;
-    if ((events & EPOLLERR) !== 0) this.#clearError(session);
+    if ((events & EPOLLERR) !== 0) {
+      const error = this.#takeError(session);
+      if (BACKEND_FAULTS.has(error)) this.#undeliverable(session, error, true);
+    }
     for (let retried = false;;) {
       if (replies.count === replies.size) this.#sendRepliesOf(session.listener);
       const first = replies.count;
@@ -471,9 +608,10 @@ export class Relay {
       replies.prepareReceiveFrom(first);
       const got = this.#libc.call.recvmmsg(session.fd, replies.from(first), room, MSG_DONTWAIT, 0n);
       if (got < 0) {
-        // A refusal the kernel kept (ICMP port unreachable): counted as the error it is, and
-        // what is queued behind it is still read.
-        if (!retried && this.#libc.errno() === ERRNO.ECONNREFUSED) {
+        // An ICMP error the kernel kept: counted, and what is queued behind it is still read.
+        const errno = this.#libc.errno();
+        if (!retried && BACKEND_FAULTS.has(errno)) {
+          this.#undeliverable(session, errno, true);
           retried = true;
           continue;
         }
@@ -482,16 +620,34 @@ export class Relay {
       this.#takeReplies(session, first, got);
       if (got < room) break;
     }
-    if (this.#draining !== null && session.replied >= session.sent) this.#close(session);
+    if (this.#hadReplies(session)) this.#close(session);
   }
 
-  /** Readies the `got` datagrams received from slot `first` on to go to the session's client. */
+  /**
+   * Whether the session has had every reply it may take (`--replies-per-datagram`), or, in a
+   * drain, one per datagram sent: then it ends.
+   */
+  #hadReplies(session: Session): boolean {
+    const per = this.#draining !== null ? 1 : this.#repliesPer;
+    return session.sent > 0 && session.pending === null && session.replied >= session.sent * per;
+  }
+
+  /**
+   * Readies the `got` datagrams received from slot `first` on to go to the session's client.
+   * They do not keep the session open: its idle time runs on its client's datagrams only.
+   */
   #takeReplies(session: Session, first: number, got: number): void {
     const replies = session.listener.replies;
-    session.lastActive = this.#now;
-    session.replied += got;
+    const allowed = session.sent * this.#repliesPer;
+    session.lastReply = this.#now;
     let next = first;
     for (let i = first; i < first + got; i++) {
+      if (session.replied >= allowed) {
+        this.#counts.dropped++;
+        this.#counts.excessReplies++;
+        continue;
+      }
+      session.replied++;
       const n = replies.length(i);
       if (session.client === null || n >= replies.slot || (replies.flags(i) & MSG_TRUNC) !== 0) {
         this.#counts.dropped++;
@@ -504,10 +660,12 @@ export class Relay {
     if (next > 0) this.#replying.add(session.listener);
   }
 
-  #clearError(session: Session): void {
+  /** Reads and clears the error pending on the session's socket (SO_ERROR): errno, or 0. */
+  #takeError(session: Session): number {
     const value = new Uint8Array(4);
     const length = new Uint8Array([4, 0, 0, 0]);
     this.#libc.call.getsockopt(session.fd, SOL_SOCKET, SO_ERROR, value, length);
+    return new DataView(value.buffer).getInt32(0, true);
   }
 
   /** Sends the replies gathered while handling the events at hand. */
@@ -526,9 +684,9 @@ export class Relay {
         MSG_DONTWAIT,
       );
       // After a partial send, the next call fails on the one that could not go (a full send
-      // buffer, an unreachable client): that one is dropped, and the rest go on.
+      // buffer, a client that cannot be reached): that one is counted, and the rest go on.
       if (sent < 0) {
-        this.#counts.dropped++;
+        this.#replyFailed(listener, first, this.#libc.errno());
         first++;
       } else {
         this.#counts.returned += sent;
@@ -538,9 +696,42 @@ export class Relay {
     replies.count = 0;
   }
 
+  /**
+   * The reply in slot `i` of the listener's batch could not go: undeliverable when the kernel
+   * refused it to that client (a Unix client's socket the proxy may not write to, or gone),
+   * else dropped (the client's queue or our socket buffer is full).
+   */
+  #replyFailed(listener: DatagramListener, i: number, errno: number): void {
+    if (!CLIENT_FAULTS.has(errno)) return void this.#counts.dropped++;
+    this.#counts.undeliverable.client++;
+    const replies = listener.replies;
+    this.#log.unanswerable.hit(() => {
+      const client = formatSocketAddress(decode(replies.name(i), replies.nameLength(i)));
+      const unix = listener.family === AF_UNIX;
+      return `Failed to deliver a reply from ${formatTarget(listener.target)} to ${client}: ` +
+        replyFault(errno, client, unix, this.#libc.call.geteuid());
+    });
+  }
+
+  /** Tells {@link RelayOptions.onCounts} when the datagram counts have changed. */
+  #tellCounts(): void {
+    const { forwarded, returned, dropped, undeliverable: { target, client } } = this.#counts;
+    const told = this.#told;
+    if (
+      told[0] === forwarded && told[1] === returned && told[2] === dropped && told[3] === target &&
+      told[4] === client
+    ) return;
+    this.#told = [forwarded, returned, dropped, target, client];
+    this.#options.onCounts?.();
+  }
+
   #close(session: Session): void {
-    if (this.#sessions.get(session.key) !== session) return;
+    if (!this.#isOpen(session)) return;
     this.#sessions.delete(session.key);
+    this.#oneShots.delete(session);
+    // Datagrams still waiting for the target's name are lost with the session.
+    this.#counts.dropped += session.pending?.length ?? 0;
+    session.pending = null;
     if (session.token !== 0) this.#poller.forget(session.token);
     if (session.fd >= 0) this.#libc.call.close(session.fd);
     session.fd = -1;
@@ -567,15 +758,17 @@ export class Relay {
     const quiet = draining ? DRAIN_QUIET_MS : this.#options.idleTimeoutMs;
     for (const session of [...this.#sessions.values()]) {
       const answered = draining && session.replied >= session.sent && session.pending === null;
-      if (answered || now - session.lastActive >= quiet) this.#close(session);
+      // In a drain, the backend's silence counts too: it may still be answering.
+      const last = draining ? Math.max(session.lastActive, session.lastReply) : session.lastActive;
+      if (answered || now - last >= quiet) this.#close(session);
     }
     if (!draining && this.#sessions.size > 0) this.#restWhenQuiet(now);
   }
 
   /** Sessions open, but no datagram for {@link REST_MS}: the reclaimer is told, once a spell. */
   #restWhenQuiet(now: number): void {
-    const { forwarded, returned, dropped } = this.#counts;
-    const handled = forwarded + returned + dropped;
+    const { forwarded, returned, dropped, undeliverable } = this.#counts;
+    const handled = forwarded + returned + dropped + undeliverable.target + undeliverable.client;
     if (handled !== this.#handled) {
       this.#handled = handled;
       this.#quietSince = now;
@@ -584,6 +777,42 @@ export class Relay {
       this.#options.reclaimer?.rested();
     }
   }
+}
+
+/**
+ * The relay's sessions and datagrams for STATUS= and the stop line: "2 session(s) open, 9
+ * served, datagrams 40 forwarded, 38 returned, 2 dropped (2 over --connections-max), 1
+ * undeliverable (1 to the target)"; the clauses in parentheses, and the undeliverable one, only
+ * when they count something.
+ */
+export function describeRelay(relay: Pick<Relay, "active" | "counts">): string {
+  const { sessions, evicted, forwarded, returned, dropped, refused } = relay.counts;
+  const { excessReplies, fromTarget, undeliverable: { target, client } } = relay.counts;
+  const reasons = [
+    ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
+    ...(refused.source > 0 ? [`${refused.source} over --connections-per-source`] : []),
+    ...(excessReplies > 0 ? [`${excessReplies} over --replies-per-datagram`] : []),
+    ...(fromTarget > 0 ? [`${fromTarget} from the target itself`] : []),
+  ];
+  const to = [
+    ...(target > 0 ? [`${target} to the target`] : []),
+    ...(client > 0 ? [`${client} to clients`] : []),
+  ];
+  return `${relay.active} session(s) open, ${sessions} served` +
+    (evicted > 0 ? ` (${evicted} ended early for new clients)` : "") +
+    `, datagrams ${forwarded} forwarded, ${returned} returned, ${dropped} dropped` +
+    (reasons.length > 0 ? ` (${reasons.join(", ")})` : "") +
+    (to.length > 0 ? `, ${target + client} undeliverable (${to.join(", ")})` : "");
+}
+
+/**
+ * A socket address as "HOST:PORT" (an IPv4 address in IPv6 form as its IPv4 one) or a Unix
+ * path, to compare a client with the target.
+ */
+function endpointOf(address: Uint8Array): string | null {
+  const decoded = decode(address);
+  if (decoded === null || decoded.family === "unix") return decoded?.path ?? null;
+  return `${decoded.host.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "")}:${decoded.port}`;
 }
 
 /** What an IP client address counts under for `--connections-per-source`. */

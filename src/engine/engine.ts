@@ -96,6 +96,8 @@ export class Engine {
   readonly descriptions: string[] = [];
   /** Whether only passed connections are served (no listener): done when they are. */
   onlyConnections = true;
+  /** Whether any stream socket is served (a listener or a connection). */
+  servesStreams = false;
 
   private constructor(libc: Libc, readonly options: EngineOptions) {
     this.#libc = libc;
@@ -142,6 +144,7 @@ export class Engine {
         const target = this.#targetAt(spec, fd, `the socket on ${where}`);
         const local = this.streams.addListener(fd, target, null);
         this.onlyConnections = false;
+        this.servesStreams = true;
         this.descriptions.push(`${local} (fd ${fd}, "${name}") to ${formatTarget(target)}`);
         return;
       }
@@ -149,6 +152,7 @@ export class Engine {
         this.#nonBlocking(fd, where);
         const target = this.#targetAt(spec, fd, `the connection on ${where}`);
         this.streams.addConnection(fd, target, kind.family !== AF_UNIX);
+        this.servesStreams = true;
         this.descriptions.push(`connection on fd ${fd} to ${formatTarget(target)}`);
       }
     }
@@ -228,6 +232,7 @@ export class Engine {
       }
       const local = this.streams.addListener(own.fd, target, { path: own.path });
       this.onlyConnections = false;
+      this.servesStreams = true;
       this.descriptions.push(`${local} to ${formatTarget(target)}`);
     }
   }

@@ -61,6 +61,10 @@ const SYMBOLS = {
   address_of: { name: "memmove", parameters: ["buffer", "buffer", "usize"], result: "usize" },
   /** memmove(ours, address, n): reads n bytes at an address libc gave us (errno). */
   read_at: { name: "memmove", parameters: ["buffer", "usize", "usize"], result: "usize" },
+  /** The user a reply to a Unix client may be refused to (Deno.uid() needs --allow-sys). */
+  geteuid: { parameters: [], result: "u32" },
+  /** The limit on open files, for the descriptor budget (`service/descriptors.ts`). */
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */
@@ -85,13 +89,53 @@ export type LibcProblem = { readonly kind: "no-permission" } | {
   readonly message: string;
 };
 
-/** The path that FFI may open, or null when none of the candidates is granted. */
-export function grantedLibc(
-  granted: (path: string) => boolean,
+/**
+ * The candidates worth trying on a machine of `arch`: a multiarch directory of another
+ * architecture (`/lib/x86_64-linux-gnu/` on aarch64) never holds a libc this process can load,
+ * even where the permission set grants it, and is left out.
+ */
+export function libcCandidates(
+  arch: string = Deno.build.arch,
   candidates: readonly string[] = LIBC_CANDIDATES,
-): string | null {
-  return candidates.find((path) => granted(path) && (path === "libc.so.6" || exists(path))) ??
-    null;
+): string[] {
+  return candidates.filter((path) => {
+    const triplet = /\/([a-z0-9_]+)-linux-gnu\//.exec(path);
+    return triplet === null || triplet[1] === arch;
+  });
+}
+
+/**
+ * The paths that FFI may open, in the candidates' order: granted, and not known to be missing.
+ * Without read permission a path cannot be looked at (and must not prompt), so it stays in the
+ * list and `dlopen` tells (see {@link openFirst}).
+ */
+export function grantedLibcs(
+  granted: (path: string) => boolean,
+  candidates: readonly string[] = libcCandidates(),
+): string[] {
+  return candidates.filter((path) => granted(path) && (path === "libc.so.6" || exists(path)));
+}
+
+/**
+ * Opens the first of `paths` that `open` can: one that fails (a granted path that does not
+ * exist here) is passed over for the next.
+ * @returns what was opened and from where, or the first failure (none at all: no permission).
+ */
+export function openFirst<T>(
+  paths: readonly string[],
+  open: (path: string) => T,
+): { opened: T; path: string } | LibcProblem {
+  let failure: LibcProblem = { kind: "no-permission" };
+  for (const path of paths) {
+    try {
+      return { opened: open(path), path };
+    } catch (e) {
+      if (failure.kind === "no-permission") {
+        failure = { kind: "failed", path, message: (e as Error).message };
+      }
+    }
+  }
+  return failure;
 }
 
 function exists(path: string): boolean {
@@ -115,7 +159,8 @@ function ffiGranted(path: string): boolean {
 
 /** The Deno flag that lets this program open libc here ("--allow-ffi=/lib/…/libc.so.6"). */
 export function libcFlag(): string {
-  const path = LIBC_CANDIDATES.find((candidate) => {
+  const candidates = libcCandidates();
+  const path = candidates.find((candidate) => {
     if (!readable(candidate)) return false;
     try {
       return Deno.statSync(candidate).isFile;
@@ -123,19 +168,15 @@ export function libcFlag(): string {
       return false;
     }
   });
-  return `--allow-ffi=${path ?? LIBC_CANDIDATES[0]}`;
+  return `--allow-ffi=${path ?? candidates[0]}`;
 }
 
 function dlopen<S extends Deno.ForeignLibraryInterface>(
   symbols: S,
-): Deno.DynamicLibrary<S> | LibcProblem {
-  const path = grantedLibc(ffiGranted);
-  if (path === null) return { kind: "no-permission" };
-  try {
+): { opened: Deno.DynamicLibrary<S>; path: string } | LibcProblem {
+  return openFirst(grantedLibcs(ffiGranted), (path) => {
     return Deno.dlopen(path, symbols);
-  } catch (e) {
-    return { kind: "failed", path, message: (e as Error).message };
-  }
+  });
 }
 
 /** Reads this thread's errno: its address comes from libc, its value through memmove. */
@@ -151,11 +192,11 @@ function errnoReader(call: Pick<LibcSymbols, "__errno_location" | "read_at">): (
 
 /** Opens libc, with every symbol the engine needs, where Deno's permissions allow it. */
 export function openLibc(): Libc | LibcProblem {
-  const opened = dlopen(SYMBOLS);
-  if ("kind" in opened) return opened;
-  const call = opened.symbols;
+  const library = dlopen(SYMBOLS);
+  if ("kind" in library) return library;
+  const call = library.opened.symbols;
   return {
-    path: grantedLibc(ffiGranted)!,
+    path: library.path,
     call,
     errno: errnoReader(call),
     addressOf(buffer: Uint8Array) {
@@ -170,4 +211,13 @@ export function openLibc(): Libc | LibcProblem {
  */
 export async function dropFfi(): Promise<void> {
   await Deno.permissions.revoke({ name: "ffi" });
+}
+
+const RLIMIT_NOFILE = 7;
+
+/** RLIMIT_NOFILE's soft limit, through getrlimit(2); null when unlimited or unknown. */
+export function openFilesLimit(libc: Libc): number | null {
+  const limits = new BigUint64Array(2); // struct rlimit: two 64-bit values.
+  if (libc.call.getrlimit(RLIMIT_NOFILE, new Uint8Array(limits.buffer)) < 0) return null;
+  return limits[0] > BigInt(Number.MAX_SAFE_INTEGER) ? null : Number(limits[0]);
 }

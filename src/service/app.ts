@@ -7,7 +7,7 @@ import { ActivationError, takeListenEnv } from "./activation.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "../cli/cli.ts";
 import { ConfigError, expandConfig } from "../cli/config.ts";
 import { Engine, openEngineLibc } from "../engine/engine.ts";
-import type { Libc } from "../engine/libc.ts";
+import { type Libc, openFilesLimit } from "../engine/libc.ts";
 import {
   DeferredWriter,
   flushLog,
@@ -19,10 +19,12 @@ import {
 } from "./log.ts";
 import { IdleTimer } from "./idle.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
+import { descriptorBudgetWarning } from "./descriptors.ts";
 import { makePlan, type Plan, StartError } from "./plan.ts";
 import { Reclaimer, trimStep } from "./reclaim.ts";
 import { StopSignals } from "./signals.ts";
 import { floorProblem } from "./runtime.ts";
+import { describeRelay } from "../engine/datagrams.ts";
 import { identify } from "./stdio.ts";
 import { formatTarget, type TargetSpec } from "../cli/target.ts";
 import { formatTimespan } from "../cli/timespan.ts";
@@ -281,10 +283,18 @@ class Service {
         sessionsMax: options.connectionsMax,
         sessionsPerSource: options.connectionsPerSource,
         idleTimeoutMs: options.sessionIdleTimeoutUsec / 1000,
+        repliesPerDatagram: options.repliesPerDatagram,
         onChange: changed,
+        onCounts: changed,
         reclaimer: this.#reclaimer,
       },
     });
+    const short = descriptorBudgetWarning(openFilesLimit(this.libc), {
+      connectionsMax: options.connectionsMax,
+      streams: this.#engine.servesStreams,
+      datagrams: this.#engine.datagrams !== null,
+    });
+    if (short !== null) log("warning", short);
   }
 
   /**
@@ -410,15 +420,7 @@ class Service {
   }
 
   #sessionCounts(): string {
-    const relay = this.#engineOpen.datagrams!;
-    const { sessions, forwarded, returned, dropped, refused } = relay.counts;
-    const reasons = [
-      ...(refused.full > 0 ? [`${refused.full} over --connections-max`] : []),
-      ...(refused.source > 0 ? [`${refused.source} over --connections-per-source`] : []),
-    ];
-    return `${relay.active} session(s) open, ${sessions} served, datagrams ${forwarded} ` +
-      `forwarded, ${returned} returned, ${dropped} dropped` +
-      (reasons.length > 0 ? ` (${reasons.join(", ")})` : "");
+    return describeRelay(this.#engineOpen.datagrams!);
   }
 
   #status(): string {

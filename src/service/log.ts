@@ -75,16 +75,36 @@ export function logDestination(
   return stderr === null || stderr.socket ? "journal-socket" : "stderr";
 }
 
+/** What {@link oneLine} rewrites: control characters, bidirectional overrides, backslashes. */
+const UNSAFE = /[\p{Cc}\u202a-\u202e\u2066-\u2069\\]/gu;
+
+/**
+ * A message as one line that is safe to show: a newline becomes a space, a backslash is
+ * doubled, and every other control character (C0, DEL, C1) or bidirectional override becomes
+ * an escape (`\x1b`, `\u202e`). Messages carry what clients chose (a Unix client's socket
+ * name, say), which must never move a terminal's cursor, recolour a line or fake one.
+ */
+export function oneLine(message: string): string {
+  return message.replace(UNSAFE, (c) => {
+    if (c === "\n") return " ";
+    if (c === "\\") return "\\\\";
+    const code = c.charCodeAt(0);
+    return code <= 0xff
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
+}
+
 /** Formats one log line for a stream (without the newline). */
 export function formatLine(level: Level, message: string, prefixed: boolean): string {
-  const line = message.replaceAll("\n", " ");
+  const line = oneLine(message);
   return prefixed ? `<${PRIORITY[level]}>${line}` : line;
 }
 
 /** Formats one entry of the journal's native protocol. */
 export function journalEntry(level: Level, message: string): string {
   return `PRIORITY=${PRIORITY[level]}\nSYSLOG_IDENTIFIER=${IDENTIFIER}\n` +
-    `MESSAGE=${message.replaceAll("\n", " ")}\n`;
+    `MESSAGE=${oneLine(message)}\n`;
 }
 
 /** Takes log lines and writes them out asynchronously. */

@@ -44,6 +44,7 @@ const run = (target: string, overrides: Partial<Omit<Options, "target">> = {}): 
     connectTimeoutUsec: DEFAULT_CONNECT_TIMEOUT_USEC,
     idleTimeoutUsec: Infinity,
     sessionIdleTimeoutUsec: overrides.idleTimeoutUsec ?? DEFAULT_SESSION_IDLE_TIMEOUT_USEC,
+    repliesPerDatagram: null,
     keepalive: true,
     ...overrides,
   },
@@ -78,6 +79,7 @@ Deno.test("parseCommandLine: a target alone gets the defaults", () => {
       connectTimeoutUsec: 5_000_000,
       idleTimeoutUsec: Infinity,
       sessionIdleTimeoutUsec: 30_000_000,
+      repliesPerDatagram: null,
       keepalive: true,
     },
   });
@@ -437,6 +439,7 @@ Deno.test("HELP documents every option and the default limit", () => {
       "--proxy-protocol=v1|v2",
       "--connect-timeout=SPAN",
       "--idle-timeout=SPAN",
+      "--replies-per-datagram=N",
       "--no-keepalive",
       "(default: 5s; 0: once)",
       "(default: 256)",
@@ -720,4 +723,22 @@ Deno.test("parseCommandLine: HOST:* as the target and in --target", () => {
   // A path may end in ":*": it is a Unix socket.
   const unix = parseCommandLine(["/run/x.sock:*"]);
   deepEqual(unix.kind === "run" && unix.options.target, { kind: "unix", path: "/run/x.sock:*" });
+});
+
+Deno.test("parseCommandLine: --replies-per-datagram is a whole number from 1; none by default", () => {
+  const options = (args: string[]) => (parseCommandLine(args) as { options: Options }).options;
+  equal(options(["h:1"]).repliesPerDatagram, null);
+  equal(options(["--replies-per-datagram=1", "h:1"]).repliesPerDatagram, 1);
+  equal(options(["--replies-per-datagram", "3", "h:1"]).repliesPerDatagram, 3);
+  usage(["--replies-per-datagram=0", "h:1"], "Invalid --replies-per-datagram: must be at least 1");
+  for (const bad of ["-1", "x", "1.5", ""]) {
+    usage(
+      [`--replies-per-datagram=${bad}`, "h:1"],
+      `Invalid --replies-per-datagram "${bad}": expected a whole number`,
+    );
+  }
+  usage(
+    ["--replies-per-datagram=4294967296", "h:1"],
+    'Invalid --replies-per-datagram "4294967296": too large',
+  );
 });

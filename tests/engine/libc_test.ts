@@ -1,5 +1,12 @@
-import { equal, notEqual, ok } from "node:assert/strict";
-import { grantedLibc, LIBC_CANDIDATES, libcFlag, openLibc } from "../../src/engine/libc.ts";
+import { deepEqual, equal, notEqual, ok } from "node:assert/strict";
+import {
+  grantedLibcs,
+  LIBC_CANDIDATES,
+  libcCandidates,
+  libcFlag,
+  openFirst,
+  openLibc,
+} from "../../src/engine/libc.ts";
 import { recv } from "./libc_udp.ts";
 
 const HERE = LIBC_CANDIDATES.find((path) => {
@@ -10,27 +17,61 @@ const HERE = LIBC_CANDIDATES.find((path) => {
   }
 })!;
 
-Deno.test("grantedLibc: the first candidate that is granted and exists", () => {
+Deno.test("grantedLibcs: the candidates that are granted and not known to be missing, in order", () => {
   const missing = "/nonexistent/lib/libc.so.6";
   const granted = (paths: string[]) => (path: string) => paths.includes(path);
-  equal(grantedLibc(granted([HERE]), [missing, HERE]), HERE);
-  // A missing file is passed over even when granted.
-  equal(grantedLibc(granted([missing, HERE]), [missing, HERE]), HERE);
-  equal(grantedLibc(granted([missing]), [missing, HERE]), null);
-  // Nothing granted: null (the caller names the flag).
-  equal(grantedLibc(() => false), null);
+  deepEqual(grantedLibcs(granted([HERE]), [missing, HERE]), [HERE]);
+  // A missing file is passed over even when granted (it can be read here: -A).
+  deepEqual(grantedLibcs(granted([missing, HERE]), [missing, HERE]), [HERE]);
+  deepEqual(grantedLibcs(granted([missing]), [missing, HERE]), []);
+  // Nothing granted: none (the caller names the flag).
+  deepEqual(grantedLibcs(() => false), []);
   // The bare soname is taken as it is (dlopen searches for it).
-  equal(grantedLibc(granted(["libc.so.6"]), [missing, "libc.so.6"]), "libc.so.6");
+  deepEqual(grantedLibcs(granted(["libc.so.6"]), [missing, "libc.so.6"]), ["libc.so.6"]);
   // Order is the candidates' order, not the grant's.
-  equal(grantedLibc(() => true, [HERE, "libc.so.6"]), HERE);
-  equal(grantedLibc(() => true, ["libc.so.6", HERE]), "libc.so.6");
-  equal(grantedLibc(() => true, []), null);
+  deepEqual(grantedLibcs(() => true, [HERE, "libc.so.6"]), [HERE, "libc.so.6"]);
+  deepEqual(grantedLibcs(() => true, ["libc.so.6", HERE]), ["libc.so.6", HERE]);
+  deepEqual(grantedLibcs(() => true, []), []);
 });
 
-Deno.test("grantedLibc asks about every candidate path in order until one fits", () => {
+Deno.test("grantedLibcs asks about every candidate path of this machine, in order", () => {
   const asked: string[] = [];
-  grantedLibc((path) => (asked.push(path), false));
-  equal(asked.join(" "), LIBC_CANDIDATES.join(" "));
+  grantedLibcs((path) => (asked.push(path), false));
+  equal(asked.join(" "), libcCandidates().join(" "));
+});
+
+Deno.test("libcCandidates: another architecture's multiarch directory is never a candidate", () => {
+  // The deployment set grants both multiarch paths: on aarch64 the x86_64 one must not be tried
+  // first (it was, and dlopen failed: datagram sockets were refused there).
+  const arm = libcCandidates("aarch64");
+  ok(!arm.some((path) => path.includes("x86_64")), arm.join(" "));
+  equal(arm[0], "/lib/aarch64-linux-gnu/libc.so.6");
+  const x86 = libcCandidates("x86_64");
+  ok(!x86.some((path) => path.includes("aarch64")), x86.join(" "));
+  equal(x86[0], "/lib/x86_64-linux-gnu/libc.so.6");
+  // The paths without a triplet stay, in order, for both.
+  const plain = LIBC_CANDIDATES.filter((path) => !path.includes("-linux-gnu/"));
+  deepEqual(arm.filter((path) => !path.includes("-linux-gnu/")), plain);
+  deepEqual(x86.filter((path) => !path.includes("-linux-gnu/")), plain);
+  ok(plain.includes("/lib64/libc.so.6") && plain.includes("libc.so.6"));
+});
+
+Deno.test("openFirst: a granted path that does not open is passed over for the next", () => {
+  const tried: string[] = [];
+  const open = (path: string) => {
+    tried.push(path);
+    if (path !== "/b") throw new Error(`${path}: cannot open shared object file`);
+    return "library";
+  };
+  deepEqual(openFirst(["/a", "/b", "/c"], open), { opened: "library", path: "/b" });
+  deepEqual(tried, ["/a", "/b"]);
+  // None opens: the first failure is what is reported.
+  deepEqual(openFirst(["/a", "/c"], open), {
+    kind: "failed",
+    path: "/a",
+    message: "/a: cannot open shared object file",
+  });
+  deepEqual(openFirst([], open), { kind: "no-permission" });
 });
 
 Deno.test("libcFlag names this machine's libc", () => {

@@ -20,6 +20,7 @@ import {
   UdpEnd,
 } from "./datagrams.ts";
 import {
+  AS_JOURNAL_STREAM,
   DENO_RUN,
   echoBackend,
   expectClosed,
@@ -63,8 +64,11 @@ Deno.test("the first datagram, queued before the proxy runs, is answered; replie
       connections: 0,
       sessionsOpen: 0,
       sessions: 1,
+      evicted: 0,
       forwarded: 21,
       returned: 21,
+      undeliverable: 0,
+      undeliverableTo: "",
       dropped: 0,
       refusedBecause: "",
     });
@@ -495,14 +499,17 @@ Deno.test("idle exit: --exit-idle-time=1s after the last session ends (--idle-ti
   }
 });
 
-Deno.test("backend down then up: refusals crash nothing, disturb no one, the next datagram is served", async () => {
+Deno.test("backend down then up: each datagram lost is counted undeliverable and logged at warning priority naming the target; others undisturbed; served once up", async () => {
   const live = udpEcho();
   const downPort = freeUdpPort();
   const [portA, portB] = [freeUdpPort(), freeUdpPort()];
+  const receiver = new NotifyReceiver(`\0socket-proxyd-test-${crypto.randomUUID()}`);
   const proxy = await startProxy({
     listen: [`127.0.0.1:${portA}`, `127.0.0.1:${portB}`],
     fdnames: ["down", "up"],
     activateFlags: ["--datagram"],
+    env: { NOTIFY_SOCKET: receiver.address },
+    wrapper: AS_JOURNAL_STREAM, // Lines carry their syslog priority, as in the journal.
     args: [`--target=down=127.0.0.1:${downPort}`, `--target=up=127.0.0.1:${live.port}`],
   });
   const [a, b] = [new UdpEnd(), new UdpEnd()];
@@ -515,18 +522,39 @@ Deno.test("backend down then up: refusals crash nothing, disturb no one, the nex
       const [data] = await b.ask(encoder.encode(`b${i}`), "127.0.0.1", portB);
       equal(decoder.decode(data), `b${i}`, "the other client's session goes on");
     }
+    const line = await proxy.waitForLog(/^<4>Failed to deliver a datagram to .*$/m);
+    equal(
+      line,
+      `<4>Failed to deliver a datagram to 127.0.0.1:${downPort} for 127.0.0.1:${a.port}: ` +
+        "Connection refused (nothing is bound there: ICMP port unreachable, or no Unix socket)",
+    );
+    // Live: STATUS= says so while the proxy runs, within a second.
+    await receiver.waitFor((m) => /, 20 undeliverable \(20 to the target\)$/.test(m.STATUS ?? ""));
     late = udpEcho("127.0.0.1", downPort);
     const [data] = await a.ask(encoder.encode("now"), "127.0.0.1", portA);
     equal(decoder.decode(data), "now", "served as soon as the backend is up");
     equal(late.received, 1);
     const counts = await stopProxy(proxy);
-    equal(counts.sessions, 2);
-    equal(counts.returned, 22);
+    deepEqual(
+      [counts.sessions, counts.forwarded, counts.returned, counts.undeliverable, counts.dropped],
+      [2, 22, 22, 20, 0],
+    );
+    equal(counts.undeliverableTo, "20 to the target");
+    // The 19 held back by the throttle are in the log too.
+    const held = [
+      ...proxy.stderr.matchAll(
+        /<4>Failed to deliver datagrams: (\d+) more not delivered to the target/g,
+      ),
+    ]
+      .reduce((sum, m) => sum + Number(m[1]), 0);
+    const lines = (proxy.stderr.match(/<4>Failed to deliver a datagram to /g) ?? []).length;
+    equal(lines + held, 20, proxy.stderr);
   } finally {
     await a.close();
     await b.close();
     await late?.close();
     await proxy.stop();
+    await receiver.close();
     await live.close();
   }
 });

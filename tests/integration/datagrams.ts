@@ -168,8 +168,13 @@ export interface StopCounts {
   connections: number;
   sessionsOpen: number;
   sessions: number;
+  /** Sessions ended early for new clients. */
+  evicted: number;
   forwarded: number;
   returned: number;
+  undeliverable: number;
+  /** To whom ("2 to the target, 1 to clients"), or "". */
+  undeliverableTo: string;
   dropped: number;
   /** Why sessions were refused ("4 over --connections-max"), or "". */
   refusedBecause: string;
@@ -177,8 +182,9 @@ export interface StopCounts {
 
 const STOP_LINE = new RegExp(
   "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:; \\d+ refused \\([^)]*\\))?; " +
-    "(\\d+) session\\(s\\) open, (\\d+) served, datagrams (\\d+) forwarded, (\\d+) returned, " +
-    "(\\d+) dropped(?: \\(([^)]*)\\))?, none cut off\\.",
+    "(\\d+) session\\(s\\) open, (\\d+) served(?: \\((\\d+) ended early for new clients\\))?, " +
+    "datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) dropped(?: \\(([^)]*)\\))?" +
+    "(?:, (\\d+) undeliverable \\(([^)]*)\\))?, none cut off\\.",
 );
 
 /** Sends SIGTERM, waits for the exit (0) and returns the stop line's counts. */
@@ -189,10 +195,20 @@ export async function stopProxy(proxy: Process): Promise<StopCounts> {
   if (code !== 0 || match === null) {
     throw new Error(`exit ${code}, no stop line with datagram counts:\n${stderr}`);
   }
-  const [connections, sessionsOpen, sessions, forwarded, returned, dropped] = match.slice(1, 7)
-    .map(Number);
-  const refusedBecause = match[7] ?? "";
-  return { connections, sessionsOpen, sessions, forwarded, returned, dropped, refusedBecause };
+  const [connections, sessionsOpen, sessions, evicted, forwarded, returned, dropped] = match
+    .slice(1, 8).map((n) => Number(n ?? 0));
+  return {
+    connections,
+    sessionsOpen,
+    sessions,
+    evicted,
+    forwarded,
+    returned,
+    dropped,
+    refusedBecause: match[8] ?? "",
+    undeliverable: Number(match[9] ?? 0),
+    undeliverableTo: match[10] ?? "",
+  };
 }
 
 /** How many file descriptors the process has open. */
@@ -267,4 +283,119 @@ export async function dnsQuery(command: string, args: string[]): Promise<string>
   const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
   if (!output.success) throw new Error(`${command} ${args.join(" ")} failed:\n${text}`);
   return text;
+}
+
+/**
+ * A DNS server of the test's own for names it is given (A records only; other names
+ * NXDOMAIN): it can stall, holding every query until {@link TestDns.answer} is called, as an
+ * unreachable or overloaded server does. The program under test reaches it through a
+ * `resolv.conf` of its own ({@link TestDns.inNamespace}), never through the machine's.
+ */
+export class TestDns {
+  /** Queries received so far, by name (others than the test's come, e.g. Deno's update check). */
+  readonly queries = new Map<string, number>();
+  readonly #socket: Deno.DatagramConn;
+  readonly #loop: Promise<void>;
+  #stalled = true;
+  #delayMs = 0;
+  #held: Array<() => Promise<void>> = [];
+  readonly #dir = Deno.makeTempDirSync({ prefix: "socket-proxyd-dns-" });
+
+  /**
+   * Serves on `address`:53 (a loopback address of its own: root may bind port 53 there).
+   * @param names the A record of each name.
+   * @param stalled whether queries are held from the start.
+   */
+  constructor(
+    readonly address: string,
+    readonly names: Readonly<Record<string, string>>,
+    stalled = true,
+  ) {
+    this.#stalled = stalled;
+    this.#socket = Deno.listenDatagram({ transport: "udp", hostname: address, port: 53 });
+    const socket = this.#socket;
+    this.#loop = (async () => {
+      try {
+        for (;;) {
+          const [query, from] = await socket.receive();
+          const name = questionOf(query).name;
+          this.queries.set(name, (this.queries.get(name) ?? 0) + 1);
+          const reply = () =>
+            socket.send(this.#answerTo(query) as Uint8Array<ArrayBuffer>, from).then(() => {});
+          if (this.#stalled) this.#held.push(reply);
+          else if (this.#delayMs > 0) setTimeout(() => reply().catch(() => {}), this.#delayMs);
+          else await reply().catch(() => {});
+        }
+      } catch {
+        // Closed.
+      }
+    })();
+  }
+
+  /**
+   * Stops stalling: the held queries are answered now, and further ones after `delayMs` (a
+   * slow server).
+   */
+  async answer(delayMs = 0): Promise<void> {
+    this.#stalled = false;
+    this.#delayMs = delayMs;
+    for (const reply of this.#held.splice(0)) await reply().catch(() => {});
+  }
+
+  /**
+   * A command prefix that runs a program in a mount namespace of its own whose
+   * `/etc/resolv.conf` names only this server, waiting up to `timeoutS` for an answer.
+   */
+  inNamespace(timeoutS = 30): string[] {
+    const conf = `${this.#dir}/resolv.conf`;
+    Deno.writeTextFileSync(
+      conf,
+      `nameserver ${this.address}\noptions timeout:${timeoutS} attempts:1\n`,
+    );
+    return [
+      "unshare",
+      "--mount",
+      "--",
+      "sh",
+      "-c",
+      'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+      conf,
+    ];
+  }
+
+  #answerTo(query: Uint8Array): Uint8Array {
+    const { name, type, end } = questionOf(query);
+    const address = this.names[name];
+    const answer = address !== undefined && type === 1;
+    const header = new Uint8Array(12);
+    header.set(query.subarray(0, 2)); // ID
+    header.set([0x85, address === undefined ? 0x83 : 0x80, 0, 1, 0, answer ? 1 : 0, 0, 0, 0, 0], 2);
+    const record = answer
+      ? [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...address.split(".").map(Number)]
+      : [];
+    return new Uint8Array([...header, ...query.subarray(12, end), ...record]);
+  }
+
+  /** Closes it and removes its files. */
+  async close(): Promise<void> {
+    this.#socket.close();
+    await this.#loop;
+    Deno.removeSync(this.#dir, { recursive: true });
+  }
+}
+
+/** The question of a DNS query: its name (lower case), type, and where it ends. */
+function questionOf(query: Uint8Array): { name: string; type: number; end: number } {
+  // Labels from offset 12 up to a zero byte, then QTYPE and QCLASS.
+  let at = 12;
+  const labels: string[] = [];
+  while (at < query.length && query[at] !== 0) {
+    labels.push(new TextDecoder().decode(query.subarray(at + 1, at + 1 + query[at])));
+    at += 1 + query[at];
+  }
+  return {
+    name: labels.join(".").toLowerCase(),
+    type: (query[at + 1] << 8) | query[at + 2],
+    end: at + 5,
+  };
 }

@@ -19,6 +19,7 @@ import {
   MAX_DATAGRAMS_QUEUED,
   MAX_HELD_LINES,
   MAX_QUEUED_BYTES,
+  oneLine,
   PRIORITY,
   setLogLevel,
   setLogWriter,
@@ -158,9 +159,40 @@ Deno.test("property: formatLine never yields more than one line", () => {
       (level, message, journal) => {
         const line = formatLine(level, message, journal);
         equal(line.includes("\n"), false);
-        equal(line, (journal ? `<${PRIORITY[level]}>` : "") + message.replaceAll("\n", " "));
+        equal(line, (journal ? `<${PRIORITY[level]}>` : "") + oneLine(message));
       },
     ),
+  );
+});
+
+Deno.test("oneLine: control characters and bidirectional overrides are escaped, backslashes doubled", () => {
+  // A Unix client's abstract name as the issue's reproduction chose it.
+  equal(
+    oneLine("client @\0evil\x1b[31mred\r\x1b[0mFAKE"),
+    "client @\\x00evil\\x1b[31mred\\x0d\\x1b[0mFAKE",
+  );
+  equal(oneLine("a\tb\x7fc\x9bd\u202ee\u2066f"), "a\\x09b\\x7fc\\x9bd\\u202ee\\u2066f");
+  equal(oneLine("C:\\x1b is not an escape"), "C:\\\\x1b is not an escape");
+  equal(oneLine("two\nlines"), "two lines");
+  equal(oneLine("plain é ✓ 中"), "plain é ✓ 中");
+  equal(
+    journalEntry("warning", "\x1b[2J"),
+    "PRIORITY=4\nSYSLOG_IDENTIFIER=socket-proxyd\nMESSAGE=\\x1b[2J\n",
+  );
+});
+
+Deno.test("property: a formatted line holds no control character, and the escapes map back to one message", () => {
+  fc.assert(
+    fc.property(fc.string({ unit: "binary" }), (message) => {
+      const line = formatLine("info", message, true);
+      equal(/[\p{Cc}\u202a-\u202e\u2066-\u2069]/u.test(line), false, JSON.stringify(line));
+      const unescaped = line.slice(3).replace(
+        /\\(\\|x([0-9a-f]{2})|u([0-9a-f]{4}))/g,
+        (_, all, byte, unit) =>
+          all === "\\" ? "\\" : String.fromCharCode(parseInt(byte ?? unit, 16)),
+      );
+      equal(unescaped, message.replaceAll("\n", " "));
+    }),
   );
 });
 

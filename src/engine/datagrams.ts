@@ -18,6 +18,7 @@ import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
 import { ThrottledLog } from "../service/log.ts";
 import { REFUSAL_LOG_INTERVAL_MS } from "../service/refusals.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
+import type { Transparent } from "./transparent.ts";
 import { EPOLLERR, EPOLLIN, Poller } from "./poller.ts";
 import {
   AF_INET,
@@ -95,6 +96,8 @@ export interface RelayOptions {
   readonly onChange: () => void;
   /** Gives memory back once no session (and no connection) is open (see `reclaim.ts`). */
   readonly reclaimer?: Reclaimer;
+  /** With `--transparent`: each session's socket carries its client's address. */
+  readonly transparent?: Transparent | null;
 }
 
 /** A passed datagram socket being served. */
@@ -407,6 +410,11 @@ export class Relay {
     }
     // A Unix backend can only answer a client socket with a name: let the kernel pick one.
     if (family === AF_UNIX) call.bind(session.fd, address.subarray(0, 2), 2);
+    const uncarried = this.#options.transparent?.bind(session.fd, family, session.client) ?? null;
+    if (uncarried !== null) {
+      this.#failed(session, uncarried);
+      return this.#close(session);
+    }
     session.token = this.#poller.add(
       session.fd,
       EPOLLIN,
@@ -538,6 +546,9 @@ export class Relay {
   #close(session: Session): void {
     if (this.#sessions.get(session.key) !== session) return;
     this.#sessions.delete(session.key);
+    if (session.sent > 0 && session.replied === 0 && session.address !== null) {
+      this.#options.transparent?.noReply(session.client, session.address);
+    }
     if (session.token !== null) this.#poller.remove(session.fd, session.token);
     if (session.fd >= 0) this.#libc.call.close(session.fd);
     session.fd = -1;

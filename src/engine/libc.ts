@@ -135,7 +135,7 @@ export function libcFlag(): string {
 
 /** What a passed file descriptor is, as far as serving it goes. */
 export type SocketKind =
-  | { readonly type: "stream" }
+  | { readonly type: "stream"; readonly family: number }
   | { readonly type: "datagram"; readonly family: number }
   | { readonly type: "other"; readonly why: string };
 
@@ -166,7 +166,7 @@ export function classify(libc: SocketProbe, fd: number): SocketKind {
     return { type: "other", why: errno === ENOTSOCK ? "not a socket" : `errno ${errno}` };
   }
   if (type === 2) return { type: "datagram", family: get(SO_DOMAIN) ?? 0 };
-  if (type === 1) return { type: "stream" };
+  if (type === 1) return { type: "stream", family: get(SO_DOMAIN) ?? 0 };
   return { type: "other", why: type === 5 ? "a sequential-packet socket" : `socket type ${type}` };
 }
 

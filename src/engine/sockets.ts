@@ -9,11 +9,12 @@
  * @module
  */
 import { CONNECTION_NAME } from "../service/activation.ts";
-import { dropFfi, openLibc, probeSockets } from "./libc.ts";
+import { classify, dropFfi, type Libc, libcFlag, openLibc, probeSockets } from "./libc.ts";
 import type { PlannedSocket } from "../service/plan.ts";
 import { StartError } from "../service/plan.ts";
 import { Relay, type RelayOptions } from "./datagrams.ts";
 import { formatTarget } from "../cli/target.ts";
+import { capabilityProblem, passedSocketProblem, Transparent } from "./transparent.ts";
 
 /** The passed sockets, sorted. */
 export interface Sorted {
@@ -25,9 +26,13 @@ export interface Sorted {
   readonly descriptions: readonly string[];
 }
 
-/** The options the relay needs, with `--proxy-protocol` to refuse datagram sockets. */
-export interface SortOptions extends RelayOptions {
+/**
+ * The options the relay needs, with `--proxy-protocol` to refuse datagram sockets, and
+ * `--transparent`.
+ */
+export interface SortOptions extends Omit<RelayOptions, "transparent"> {
   readonly proxyProtocol: string | null;
+  readonly transparent: boolean;
 }
 
 /**
@@ -40,6 +45,7 @@ export async function sortSockets(
   options: SortOptions,
 ): Promise<Sorted> {
   try {
+    const transparent = options.transparent ? openTransparent(sockets) : null;
     const datagrams = sockets.length === 0 ||
         sockets.every(({ socket }) => socket.name === CONNECTION_NAME)
       ? []
@@ -48,7 +54,7 @@ export async function sortSockets(
     for (const { socket, target } of datagrams) {
       checkDatagram(socket.fd, socket.name, target, options);
     }
-    const relay = openRelay(options);
+    const relay = openRelay({ ...options, transparent }, transparent?.libc);
     const descriptions = datagrams.map(({ socket, target, family }) => {
       const where = `fd ${socket.fd}, "${socket.name}"`;
       let added;
@@ -115,12 +121,35 @@ function checkDatagram(
   }
 }
 
-function openRelay(options: RelayOptions): Relay {
+/** Opens libc, for `what`. @throws {StartError} */
+function libcFor(what: string): Libc {
   const libc = openLibc();
-  if ("kind" in libc) {
-    const why = libc.kind === "failed" ? libc.message : "no FFI permission";
-    throw new StartError(`Cannot open libc for datagram sockets: ${why}`);
+  if (!("kind" in libc)) return libc;
+  throw new StartError(
+    libc.kind === "failed"
+      ? `Cannot open libc for ${what}: ${libc.message}`
+      : `Cannot open libc for ${what}: no FFI permission; add ${libcFlag()} to the deno flags.`,
+  );
+}
+
+/**
+ * For `--transparent`: opens libc, checks that every passed socket's clients have an IP address
+ * to carry and that the capability is there.
+ * @throws {StartError} naming what cannot be served, or the capability.
+ */
+function openTransparent(sockets: readonly PlannedSocket[]): Transparent {
+  const libc = libcFor("--transparent");
+  for (const { socket } of sockets) {
+    const problem = passedSocketProblem(classify(libc, socket.fd), socket.fd, socket.name);
+    if (problem !== null) throw new StartError(problem);
   }
+  const problem = capabilityProblem(libc);
+  if (problem !== null) throw new StartError(problem);
+  return new Transparent(libc);
+}
+
+function openRelay(options: RelayOptions, opened?: Libc): Relay {
+  const libc = opened ?? libcFor("datagram sockets");
   try {
     return new Relay(libc, options);
   } catch (e) {

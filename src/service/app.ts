@@ -27,6 +27,7 @@ import { exposeGc, Reclaimer, trimStep } from "./reclaim.ts";
 import { StopSignals } from "./signals.ts";
 import type { Relay } from "../engine/datagrams.ts";
 import { sortSockets } from "../engine/sockets.ts";
+import { planProblem } from "../engine/transparent.ts";
 import { floorProblem, missingNotice } from "./runtime.ts";
 import { identify } from "./stdio.ts";
 import { atPort, formatTarget, type Target, type TargetSpec } from "../cli/target.ts";
@@ -188,6 +189,8 @@ async function planFromEnvironment(options: Options): Promise<Plan> {
     const problem = permissionProblem(target);
     if (problem !== null) throw new StartError(problem);
   }
+  const transparency = options.transparent ? planProblem(plan.targets, plan.listen) : null;
+  if (transparency !== null) throw new StartError(transparency);
   for (const warning of plan.warnings) log("warning", warning);
   for (const notice of plan.notices) log("info", notice);
   return plan;
@@ -295,6 +298,7 @@ class Service {
   async open(): Promise<void> {
     const sorted = await sortSockets(this.#plan.sockets, {
       proxyProtocol: this.#options.proxyProtocol,
+      transparent: this.#options.transparent,
       sessionsMax: this.#options.connectionsMax,
       sessionsPerSource: this.#options.connectionsPerSource,
       idleTimeoutMs: this.#options.sessionIdleTimeoutUsec / 1000,

@@ -48,13 +48,17 @@ Deno.test("classify: a UDP socket is a datagram one of its family; TCP is stream
   const udp = udpSocket();
   const udp6 = udpSocket("::1");
   const tcp = socketOf(2, 1);
+  const tcp6 = socketOf(10, 1);
+  const unix = socketOf(1, 1);
   try {
     deepEqual(classify(libc, udp.fd), { type: "datagram", family: 2 });
     deepEqual(classify(libc, udp6.fd), { type: "datagram", family: 10 });
-    deepEqual(classify(libc, tcp), { type: "stream" });
+    deepEqual(classify(libc, tcp), { type: "stream", family: 2 });
+    deepEqual(classify(libc, tcp6), { type: "stream", family: 10 });
+    deepEqual(classify(libc, unix), { type: "stream", family: 1 });
     deepEqual(classify(libc, -1), { type: "other", why: "errno 9" });
   } finally {
-    for (const fd of [udp.fd, udp6.fd, tcp]) libc.call.close(fd);
+    for (const fd of [udp.fd, udp6.fd, tcp, tcp6, unix]) libc.call.close(fd);
   }
 });
 

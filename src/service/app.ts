@@ -185,12 +185,12 @@ async function planFromEnvironment(options: Options): Promise<Plan> {
     if (!(e instanceof ActivationError)) throw e;
     throw new StartError(`Invalid socket activation environment: ${e.message}`);
   }
+  const transparency = options.transparent ? planProblem(plan.targets, plan.listen) : null;
+  if (transparency !== null) throw new StartError(transparency);
   for (const target of plan.targets) {
     const problem = permissionProblem(target);
     if (problem !== null) throw new StartError(problem);
   }
-  const transparency = options.transparent ? planProblem(plan.targets, plan.listen) : null;
-  if (transparency !== null) throw new StartError(transparency);
   for (const warning of plan.warnings) log("warning", warning);
   for (const notice of plan.notices) log("info", notice);
   return plan;

@@ -49,7 +49,10 @@ def serve(proto, host, port):
         if proto == "udp":
             _, sender = sock.recvfrom(65535)
             print(f"peer {text(sender)}", file=sys.stderr, flush=True)
-            sock.sendto(text(sender).encode(), sender)
+            try:
+                sock.sendto(text(sender).encode(), sender)
+            except OSError as e:  # No route back to that address, say.
+                print(f"reply failed: {e}", file=sys.stderr, flush=True)
             continue
         conn, sender = sock.accept()
         print(f"peer {text(sender)}", file=sys.stderr, flush=True)

@@ -24,6 +24,16 @@ export const BACKEND_PORT = 5301;
 export const LOCAL_ROUTES =
   "ip route add local default dev lo\nip -6 route add local default dev lo";
 
+/**
+ * The same for a backend on the host's own network (socket-proxyd(8), TRANSPARENT): what the
+ * host sends from its loopback addresses to elsewhere, which only the backend's replies to
+ * clients are, is delivered locally.
+ */
+export const POLICY_ROUTES = `ip rule add from 127.0.0.1 iif lo lookup 100
+ip route add local default dev lo table 100
+ip -6 rule add from ::1 iif lo lookup 100
+ip -6 route add local default dev lo table 100`;
+
 /** A network namespace, held by a process of the test's (`unshare --net ... sleep`). */
 export class Namespace {
   private constructor(readonly holder: Process) {}
@@ -105,9 +115,11 @@ export class Scenario {
    * Starts it all.
    * @param options.protocol the backends' and listeners' protocol.
    * @param options.listen addresses for `systemd-socket-activate --listen=`, in the host's
-   * namespace.
+   * namespace; none: the proxy is started without it (and listens itself, `--listen=`).
    * @param options.args the proxy's arguments.
    * @param options.routes `ip` commands for the backend's namespace (default: {@link LOCAL_ROUTES}).
+   * @param options.onHost the backend and the proxy in the host's namespace (with `routes`), as on
+   * a host without namespaces.
    * @param options.fdnames names of the listening sockets.
    * @param options.prefix a command run before the proxy, in the backend's namespace, that execs
    * its arguments (`setpriv ...`).
@@ -120,15 +132,17 @@ export class Scenario {
     args: string[];
     routes?: string;
     fdnames?: string[];
+    onHost?: boolean;
     prefix?: string[];
     command?: string[];
   }): Promise<Scenario> {
     const started: Array<{ close(): Promise<void> }> = [];
     const hold = <T extends { close(): Promise<void> }>(thing: T) => (started.push(thing), thing);
     try {
-      const host = hold(await Namespace.create());
+      const routes = options.routes ?? LOCAL_ROUTES;
+      const host = hold(await Namespace.create(options.onHost ? routes : ""));
       const client = hold(await Namespace.create());
-      const backendNamespace = hold(await Namespace.create(options.routes ?? LOCAL_ROUTES));
+      const backendNamespace = options.onHost ? host : hold(await Namespace.create(routes));
       await linkClient(host, client);
       const backends: Process[] = [];
       for (const address of ["127.0.0.1", "::1"]) {
@@ -146,7 +160,7 @@ export class Scenario {
         backends.push(backend);
         await backend.waitForLog(/^ready$/m);
       }
-      const proxy = new Process("nsenter", [
+      const activate = options.listen.length === 0 ? [] : [
         `--net=/proc/${host.pid}/ns/net`,
         "--",
         "systemd-socket-activate",
@@ -154,13 +168,18 @@ export class Scenario {
         ...options.listen.map((address) => `--listen=${address}`),
         ...(options.fdnames ? [`--fdname=${options.fdnames.join(":")}`] : []),
         "--",
-        ...backendNamespace.enter,
+        "nsenter",
+      ];
+      const proxy = new Process("nsenter", [
+        ...activate,
+        ...backendNamespace.enter.slice(1),
         ...options.prefix ?? [],
         ...options.command ?? [...DENO_RUN, MAIN],
         ...options.args,
       ]);
       hold({ close: () => proxy.stop() });
       for (const _ of options.listen) await proxy.waitForLog(/Listening on .* as \d+\./);
+      if (options.listen.length === 0) await proxy.waitForLog(/^Forwarding /m);
       return new Scenario(options.protocol, host, client, backendNamespace, backends, proxy);
     } catch (e) {
       for (const thing of started.reverse()) await thing.close();
@@ -204,10 +223,16 @@ export class Scenario {
   async close(): Promise<void> {
     await this.proxy.stop();
     for (const backend of this.backends) await backend.stop();
-    for (const namespace of [this.client, this.backendNamespace, this.host]) {
+    for (const namespace of new Set([this.client, this.backendNamespace, this.host])) {
       await namespace.close();
     }
   }
+}
+
+/** The address the backend saw, from an answer that must have come. */
+export function seen(answer: Answer): string {
+  if (answer.saw === undefined) throw new Error(`no answer: ${JSON.stringify(answer)}`);
+  return answer.saw;
 }
 
 /** The address of a peer as peer.py writes it ("10.53.0.2:4000" → "10.53.0.2", "[::1]:1" → "::1"). */

@@ -16,8 +16,10 @@ import {
   HOST_V4,
   HOST_V6,
   hostOf,
+  POLICY_ROUTES,
   portOf,
   Scenario,
+  seen,
 } from "./transparency.ts";
 
 const TRANSPARENT = ["--transparent", "--idle-timeout=2s"];
@@ -64,8 +66,8 @@ Deno.test("--transparent, UDP over IPv4: the backend sees each client's own addr
   try {
     for (const client of CLIENTS_V4) {
       const answer = await scenario.ask(`${HOST_V4}:5300`, client, 4053);
-      equal(hostOf(answer.saw!), client, "the backend saw the client's address");
-      notEqual(portOf(answer.saw!), 4053, "and a port the kernel picked");
+      equal(hostOf(seen(answer)), client, "the backend saw the client's address");
+      notEqual(portOf(seen(answer)), 4053, "and a port the kernel picked");
       equal(answer.from, `${HOST_V4}:5300`, "the reply came from the address the client asked");
     }
     await scenario.proxy.waitForLog(/Forwarding 0\.0\.0\.0:5300 \(fd 3, "unknown", datagrams\)/);
@@ -87,8 +89,8 @@ Deno.test("--transparent, UDP over IPv6: the backend sees each client's own IPv6
   try {
     for (const client of CLIENTS_V6) {
       const answer = await scenario.ask(`[${HOST_V6}]:5300`, client, 4053);
-      equal(hostOf(answer.saw!), client);
-      notEqual(portOf(answer.saw!), 4053);
+      equal(hostOf(seen(answer)), client);
+      notEqual(portOf(seen(answer)), 4053);
       equal(answer.from, `[${HOST_V6}]:5300`);
     }
     deepEqual(scenario.peersSeen.map(hostOf), [...CLIENTS_V6]);
@@ -111,7 +113,7 @@ Deno.test("--transparent, a dual-stack listener: IPv4 clients as IPv4; IPv6 ones
   try {
     for (const client of CLIENTS_V4) {
       const answer = await scenario.ask(`${HOST_V4}:5300`, client);
-      equal(hostOf(answer.saw!), client, "an IPv4-mapped client, seen as IPv4");
+      equal(hostOf(seen(answer)), client, "an IPv4-mapped client, seen as IPv4");
       equal(answer.from, `${HOST_V4}:5300`);
     }
     deepEqual(await scenario.ask(`[${HOST_V6}]:5300`, CLIENTS_V6[0], 0, 2), { timeout: true });
@@ -123,11 +125,38 @@ Deno.test("--transparent, a dual-stack listener: IPv4 clients as IPv4; IPv6 ones
       ),
     );
     const answer = await scenario.ask(`[${HOST_V6}]:5302`, CLIENTS_V6[0]);
-    equal(hostOf(answer.saw!), CLIENTS_V6[0]);
+    equal(hostOf(seen(answer)), CLIENTS_V6[0]);
     deepEqual(scenario.peersSeen.map(hostOf), [...CLIENTS_V4, CLIENTS_V6[0]]);
     const counts = await stopProxy(scenario.proxy);
     deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [4, 3, 3, 1]);
   } finally {
+    await scenario.close();
+  }
+});
+
+Deno.test("--transparent with the backend on the host's own network: the policy-routing recipe", async () => {
+  const scenario = await Scenario.start({
+    protocol: "udp",
+    listen: ["5300"],
+    fdnames: ["dual"],
+    args: [...TRANSPARENT, "--target=dual=127.0.0.1:5301"],
+    routes: POLICY_ROUTES,
+    onHost: true,
+  });
+  const v6 = await Scenario.start({
+    protocol: "udp",
+    listen: [`[${HOST_V6}]:5300`],
+    args: [...TRANSPARENT, "[::1]:5301"],
+    routes: POLICY_ROUTES,
+    onHost: true,
+  });
+  try {
+    equal(hostOf(seen(await scenario.ask(`${HOST_V4}:5300`, CLIENTS_V4[0]))), CLIENTS_V4[0]);
+    equal(hostOf(seen(await v6.ask(`[${HOST_V6}]:5300`, CLIENTS_V6[1]))), CLIENTS_V6[1]);
+    deepEqual(scenario.peersSeen.map(hostOf), [CLIENTS_V4[0]]);
+    deepEqual(v6.peersSeen.map(hostOf), [CLIENTS_V6[1]]);
+  } finally {
+    await v6.close();
     await scenario.close();
   }
 });
@@ -166,7 +195,7 @@ Deno.test("--transparent as a DynamicUser= service runs it: not root, CAP_NET_AD
   });
   try {
     const answer = await scenario.ask(`${HOST_V4}:5300`, CLIENTS_V4[0]);
-    equal(hostOf(answer.saw!), CLIENTS_V4[0]);
+    equal(hostOf(seen(answer)), CLIENTS_V4[0]);
     const status = Deno.readTextFileSync(`/proc/${scenario.proxy.child.pid}/status`);
     match(status, /^Uid:\s+65534\s/m);
     match(status, /^CapEff:\s+0000000000001000$/m, "CAP_NET_ADMIN (bit 12), nothing else");

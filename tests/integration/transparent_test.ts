@@ -8,8 +8,8 @@
  * The stream side is transparent_stream_test.ts.
  */
 import { deepEqual, equal, match, notEqual, ok } from "node:assert/strict";
-import { pythonAsk, stopProxy, udpEcho, UdpEnd } from "./datagrams.ts";
-import { DENO_RUN, MAIN, Process, ROOT, tempSocketPath } from "./harness.ts";
+import { freeUdpPort, pythonAsk, stopProxy, udpEcho, UdpEnd } from "./datagrams.ts";
+import { DENO_RUN, DEPLOYMENT_FLAGS, MAIN, Process, ROOT, tempSocketPath } from "./harness.ts";
 import {
   CLIENTS_V4,
   CLIENTS_V6,
@@ -228,7 +228,7 @@ Deno.test("--transparent without the capability: exit 1 at start-up, naming Ambi
   for (const [way, command] of ways) {
     const backend = udpEcho();
     const client = new UdpEnd();
-    const port = client.port + 1;
+    const port = freeUdpPort();
     const proxy = new Process("systemd-socket-activate", [
       "--datagram",
       `--listen=127.0.0.1:${port}`,
@@ -254,40 +254,57 @@ Deno.test("--transparent without the capability: exit 1 at start-up, naming Ambi
   }
 });
 
-Deno.test("--transparent refuses at start-up what has no IP address to carry: a Unix listener, a Unix target", async () => {
+Deno.test("--transparent refuses at start-up what has no IP address to carry (a Unix listener, a Unix target), and a Deno without FFI", async () => {
   const path = tempSocketPath("dgram.sock");
   const backend = udpEcho();
-  const cases: Array<[string, string, string[], RegExp]> = [
+  const target = `127.0.0.1:${backend.port}`;
+  const withoutFfi = [
+    Deno.execPath(),
+    "run",
+    "-q",
+    "--no-config",
+    ...DEPLOYMENT_FLAGS.filter((flag) => !flag.startsWith("--allow-ffi")),
+  ];
+  const cases: Array<[string, string | null, string[], RegExp, string[]]> = [
     [
       "a Unix datagram listener",
       path,
-      [`127.0.0.1:${backend.port}`],
+      [target],
       /--transparent cannot serve the socket fd 3 \("unknown"\): it is a Unix socket, and its clients have no IP address to carry/,
+      DENO_RUN,
     ],
     [
       "an abstract Unix target",
-      "127.0.0.1:0",
+      null,
       ["@backend"],
       /--transparent cannot carry the client's address to @backend: only an IP backend/,
+      DENO_RUN,
+    ],
+    [
+      "no FFI",
+      null,
+      [target],
+      /Cannot open libc for --transparent: no FFI permission; add --allow-ffi=\/\S+libc\.so\.6 to the deno flags\./,
+      withoutFfi,
     ],
   ];
   try {
-    for (const [what, listen, args, message] of cases) {
+    for (const [what, unixPath, args, message, deno] of cases) {
+      const port = freeUdpPort();
       const client = new UdpEnd();
-      const address = listen === path ? path : `127.0.0.1:${client.port + 1}`;
       const proxy = new Process("systemd-socket-activate", [
         "--datagram",
-        `--listen=${address}`,
+        `--listen=${unixPath ?? `127.0.0.1:${port}`}`,
         "--",
-        ...DENO_RUN,
+        ...deno,
         MAIN,
         "--transparent",
         ...args,
       ]);
       try {
         await proxy.waitForLog(/Listening on .* as 3\./);
-        if (address === path) await pythonAsk(`unix:${path}`, ["--no-reply"]);
-        else await client.send(new TextEncoder().encode("x"), "127.0.0.1", client.port + 1);
+        if (unixPath !== null) await pythonAsk(`unix:${unixPath}`, ["--no-reply"]);
+        else await client.send(new TextEncoder().encode("x"), "127.0.0.1", port);
         await proxy.waitForLog(message);
         const { code, stderr } = await proxy.exit();
         equal(code, 1, `${what}: ${stderr}`);

@@ -6,6 +6,9 @@
  * its type, and FFI is given up before serving, at once when no datagram socket was passed.
  * Without the grant, the sockets go to the adoption layer as they are, which refuses a datagram
  * socket, naming the flag that would serve it (`libcFlag`).
+ *
+ * With `--transparent`, libc is required: every passed socket must be one whose clients have an
+ * IP address, and the capability is probed (`transparent.ts`), before anything is served.
  * @module
  */
 import { CONNECTION_NAME } from "../service/activation.ts";

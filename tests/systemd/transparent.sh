@@ -114,15 +114,27 @@ tp_client() {
     die "transparent: could not make the client's namespace: $(cat "$work/netns.log")"
 }
 
-# dnsmasq's journal lines for queries of $tp_name: "query[A] NAME from ADDRESS".
+# dnsmasq's journal lines for queries of $tp_name: "query[A] NAME from ADDRESS". (Read whole,
+# then searched: a `grep -q` that stops reading fails the pipeline under pipefail.)
 tp_logged() {
-  ct timeout 20 journalctl --no-pager -o cat -u "$TP_BACKEND" | grep -F "query[A] $tp_name from" ||
-    true
+  local journal
+  journal=$(ct timeout 20 journalctl --no-pager -o cat -u "$TP_BACKEND")
+  grep -F "query[A] $tp_name from" <<<"$journal" || true
 }
 
 # tp_logged_from ADDRESS: dnsmasq logged a query of $tp_name from ADDRESS.
 tp_logged_from() {
-  tp_logged | grep -qxF "query[A] $tp_name from $1"
+  grep -qxF "query[A] $tp_name from $1" <<<"$(tp_logged)"
+}
+
+# Whether dnsmasq saw a query of $tp_name from a loopback address, the proxy's own.
+tp_logged_loopback() {
+  grep -qE 'from (127\.0\.0\.1|::1)$' <<<"$(tp_logged)"
+}
+
+# tp_routes PID: the local routing table of PID's network namespace.
+tp_routes() {
+  ct nsenter -t "$1" -n ip route show table local
 }
 
 tp_first_query() {
@@ -138,8 +150,7 @@ tp_first_query() {
   [ "$answer" = "$tp_address" ] || die "transparent: the query over IPv6 got '$answer'"
   wait_until 10 tp_logged_from 10.53.0.2 && wait_until 10 tp_logged_from fd53::2 ||
     die "transparent: dnsmasq did not log the clients' addresses:"$'\n'"$(tp_logged)"
-  ! tp_logged | grep -qE 'from (127\.0\.0\.1|::1)$' ||
-    die "transparent: dnsmasq saw the proxy's address:"$'\n'"$(tp_logged)"
+  ! tp_logged_loopback || die "transparent: dnsmasq saw the proxy's address:"$'\n'"$(tp_logged)"
   ok "transparent: from the client's namespace, the first query (UDP, no retry) started dnsmasq" \
     "and the proxy and was answered ($tp_name A $answer), over IPv4 and IPv6; dnsmasq logged" \
     "them as from 10.53.0.2 and fd53::2, the client's own addresses"
@@ -158,8 +169,8 @@ tp_first_query() {
     die "transparent: no NoNewPrivs or no seccomp filter"
   [ "$(netns "$pid")" = "$(netns "$backend")" ] && [ "$(netns "$pid")" != "$(netns 1)" ] ||
     die "transparent: the proxy is not in dnsmasq's own network namespace"
-  ct nsenter -t "$backend" -n ip route show table local | grep -q '^local default dev lo' ||
-    die "transparent: no route back in dnsmasq's namespace"
+  grep -q '^local default dev lo' <<<"$(tp_routes "$backend")" ||
+    die "transparent: no route back in dnsmasq's namespace: $(tp_routes "$backend")"
   ok "transparent: the proxy runs as dynamic user $uid with CAP_NET_ADMIN its only capability" \
     "(effective and bounding), no new privileges, seccomp on, in dnsmasq's network namespace" \
     "($(netns "$pid"), not $(netns 1)), which has the route back"
@@ -189,20 +200,41 @@ tp_restart() {
   ct timeout 60 systemctl restart $TP_SOCKETS || die "transparent: the sockets did not restart"
 }
 
-tp_no_capability() {
-  local since result journal
-  since=$(ct date '+%Y-%m-%d %H:%M:%S')
-  tp_dropin "$TP_SERVICE" $'[Service]\nAmbientCapabilities='
-  ct timeout 60 systemctl start "$TP_SERVICE" 2>/dev/null && die "transparent: started without CAP_NET_ADMIN"
-  result=$(prop Result "$TP_SERVICE")
-  [ "$(prop ExecMainStatus "$TP_SERVICE")" = 1 ] ||
-    die "transparent: without CAP_NET_ADMIN, exit status $(prop ExecMainStatus "$TP_SERVICE") ($result)"
-  journal=$(ct journalctl --no-pager -o cat -u "$TP_SERVICE" --since "$since")
+# The journal's cursor now, for tp_journal_since.
+tp_cursor() {
+  ct timeout 20 journalctl --no-pager -n 0 --show-cursor | sed -n 's/^-- cursor: //p'
+}
+
+# tp_journal_since CURSOR: the proxy's journal lines (and systemd's about it) after CURSOR.
+tp_journal_since() {
+  ct timeout 20 journalctl --no-pager -o cat -u "$TP_SERVICE" --after-cursor="$1"
+}
+
+# tp_refused DROPIN: with the proxy's drop-in DROPIN it fails at start-up, exit status 1, the
+# journal naming AmbientCapabilities=CAP_NET_ADMIN, having served nothing.
+tp_refused() {
+  local since journal
+  since=$(tp_cursor)
+  [ -n "$since" ] || die "transparent: no journal cursor"
+  tp_dropin "$TP_SERVICE" "$1"
+  ct timeout 60 systemctl start "$TP_SERVICE" 2>/dev/null && die "transparent: started with $1"
+  # (Restart=on-failure starts it again meanwhile: each start fails the same way.)
+  wait_until 20 eval 'grep -q "Main process exited, code=exited, status=1/FAILURE" <<<"$(tp_journal_since "'"$since"'")"' ||
+    die "transparent: no exit status 1 with $1:"$'\n'"$(tp_journal_since "$since")"
+  journal=$(tp_journal_since "$since")
   grep -q -- '--transparent needs the capability CAP_NET_ADMIN.*Give the unit AmbientCapabilities=CAP_NET_ADMIN' \
     <<<"$journal" || die "transparent: no message naming the capability:"$'\n'"$journal"
+  ! grep -q '^Forwarding ' <<<"$journal" || die "transparent: it served with $1:"$'\n'"$journal"
   tp_dropin_gone "$TP_SERVICE"
+}
+
+tp_no_capability() {
+  tp_refused $'[Service]\nAmbientCapabilities='
   ok "transparent: without AmbientCapabilities=CAP_NET_ADMIN the proxy failed at start-up, exit" \
-    "status 1 ($result), the journal saying \"$(grep -o -- '--transparent needs the capability CAP_NET_ADMIN[^(]*' <<<"$journal" | head -n 1)...Give the unit AmbientCapabilities=CAP_NET_ADMIN...\""
+    "status 1, its journal saying \"--transparent needs the capability CAP_NET_ADMIN ... Give" \
+    "the unit AmbientCapabilities=CAP_NET_ADMIN ...\""
+  tp_refused $'[Service]\nPrivateUsers=yes'
+  ok "transparent: with PrivateUsers=yes too (the capability then misses the network namespace)"
 }
 
 # tp_sessions_done N: the proxy's status says no session is open, N served.
@@ -212,21 +244,27 @@ tp_sessions_done() {
 
 # tp_hint PID: how many times proxy PID wrote the hint.
 tp_hint() {
-  ct timeout 20 journalctl --no-pager -o cat _PID="$1" | grep -c 'Replies do not come back' || true
+  local journal
+  journal=$(ct timeout 20 journalctl --no-pager -o cat _PID="$1")
+  grep -c 'Replies do not come back' <<<"$journal" || true
 }
 
 tp_no_route() {
-  local answer pid hint
+  local answer pid hint seen
   tp_dropin "$TP_BACKEND" $'[Service]\nExecStartPre='
+  seen=$(grep -c . <<<"$(tp_logged)")
   answer=$(tp_query 10.53.0.1) && die "transparent: an answer came back without the route: $answer"
+  wait_until 10 eval '[ "$(grep -c . <<<"$(tp_logged)")" -gt '"$seen"' ]' &&
+    grep -qxF "query[A] $tp_name from 10.53.0.2" <<<"$(tp_logged | tail -n 1)" ||
+    die "transparent: dnsmasq did not see the query from 10.53.0.2:"$'\n'"$(tp_logged)"
   pid=$(prop MainPID "$TP_SERVICE")
   [ "$pid" != 0 ] || die "transparent: the proxy did not start"
-  ! ct nsenter -t "$pid" -n ip route show table local | grep -q '^local default' ||
+  ! grep -q '^local default' <<<"$(tp_routes "$pid")" ||
     die "transparent: the route is there despite the drop-in"
   # The query's session ends after --idle-timeout=5s without an answer: then the hint.
   wait_until 20 eval '[ "$(tp_hint '"$pid"')" = 1 ]' ||
     die "transparent: no hint in the proxy's journal: $(ct journalctl --no-pager -o cat _PID="$pid")"
-  hint=$(ct journalctl --no-pager -o cat _PID="$pid" | grep 'Replies do not come back')
+  hint=$(grep 'Replies do not come back' <<<"$(ct journalctl --no-pager -o cat _PID="$pid")")
   grep -qF '`ip route add local default dev lo`' <<<"$hint" || die "transparent: the hint: $hint"
   tp_query 10.53.0.1 >/dev/null && die "transparent: an answer came back without the route"
   # Once the second query's session has ended too, still the one hint.
@@ -235,8 +273,9 @@ tp_no_route() {
   tp_dropin_gone "$TP_BACKEND"
   answer=$(tp_query 10.53.0.1) || die "transparent: no answer once the route is back: $answer"
   [ "$answer" = "$tp_address" ] || die "transparent: got '$answer' once the route is back"
-  ok "transparent: without the route (dnsmasq's ExecStartPre= emptied) no answer came back, and" \
-    "the proxy's journal said once: \"${hint:0:120}...\"; with it, answered again"
+  ok "transparent: without the route (dnsmasq's ExecStartPre= emptied) dnsmasq saw the query" \
+    "from 10.53.0.2, no answer came back, and the proxy's journal said once: \"${hint:0:200}...\";" \
+    "with the route, answered again"
 }
 
 tp_tcp() {
@@ -245,18 +284,19 @@ tp_tcp() {
       "(TRANSPARENT_STREAMS=0 in tests/systemd/transparent.sh)"
     return
   fi
-  local answer
+  local answer lines
   tp_dropin transparent-proxy.socket $'[Socket]\nListenStream=0.0.0.0:5300'
   tp_dropin transparent-proxy-ipv6.socket $'[Socket]\nListenStream=[::]:5300'
+  lines=$(tp_logged)
   answer=$(tp_query 10.53.0.1 +tcp) || die "transparent: no answer over TCP: $answer"
   [ "$answer" = "$tp_address" ] || die "transparent: got '$answer' over TCP"
   answer=$(tp_query fd53::1 +tcp) || die "transparent: no answer over TCP and IPv6: $answer"
-  wait_until 10 eval '[ "$(tp_logged | grep -cxF "query[A] $tp_name from 10.53.0.2")" -ge 3 ]' ||
-    die "transparent: dnsmasq did not log the TCP client's address:"$'\n'"$(tp_logged)"
-  ! tp_logged | grep -qE 'from (127\.0\.0\.1|::1)$' ||
-    die "transparent: dnsmasq saw the proxy's address over TCP"
+  [ "$answer" = "$tp_address" ] || die "transparent: got '$answer' over TCP and IPv6"
+  # The two new lines in dnsmasq's journal: the TCP queries, from the client's addresses.
+  wait_until 10 eval '[ "$(tp_logged | tail -n +'"$(($(grep -c . <<<"$lines") + 1))"' | sort | tr "\n" " ")" = "query[A] $tp_name from 10.53.0.2 query[A] $tp_name from fd53::2 " ]' ||
+    die "transparent: dnsmasq did not log the TCP clients' addresses:"$'\n'"$(tp_logged)"
   ok "transparent: over TCP (dig +tcp), IPv4 and IPv6, answered; dnsmasq logged the client's" \
-    "own addresses"
+    "own addresses, 10.53.0.2 and fd53::2"
 }
 
 part_transparent() {

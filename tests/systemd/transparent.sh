@@ -41,15 +41,21 @@ tp_query() {
     "$tp_name" A
 }
 
+# tp_download_iproute2 DIR: iproute2 and what it needs beyond the container's packages, into DIR.
+tp_download_iproute2() {
+  timeout 300 apt-get -q -o Dir::State::status="$root/var/lib/dpkg/status" \
+    -o Dir::Cache::archives="$1" -o Debug::NoLocking=1 install --download-only -y \
+    --no-install-recommends iproute2 >"$work/apt-download.log" 2>&1
+}
+
 # The container has no iproute2: its packages, as apt on the host computes them against the
 # container's package state (the same Debian release), installed there with apt.
 tp_iproute2() {
   local debs=$work/debs
   mkdir -p "$debs/partial"
   if ! ct test -x /sbin/ip; then
-    timeout 300 apt-get -q -o Dir::State::status="$root/var/lib/dpkg/status" \
-      -o Dir::Cache::archives="$debs" -o Debug::NoLocking=1 install --download-only -y \
-      --no-install-recommends iproute2 >"$work/apt-download.log" 2>&1 ||
+    # (With the host's package lists; fetched first on a machine that has none yet.)
+    tp_download_iproute2 "$debs" || { timeout 300 apt-get update -qq && tp_download_iproute2 "$debs"; } ||
       die "transparent: could not download iproute2: $(cat "$work/apt-download.log")"
     mkdir -p "$root/var/tmp/debs"
     cp "$debs"/*.deb "$root/var/tmp/debs/"

@@ -313,7 +313,7 @@ export function returnRoute(
 /** The fix, for both forms of the hint. */
 const ROUTE_FIX = "In the backend's network namespace add `ip route add local default dev lo` " +
   "(and `ip -6 route add local default dev lo` for IPv6 clients), e.g. " +
-  "ExecStartPre=+/usr/sbin/ip route add local default dev lo in the backend's unit; for a " +
+  "ExecStartPre=+/sbin/ip route replace local default dev lo in the backend's unit; for a " +
   "backend on the host's own network see socket-proxyd(8), TRANSPARENT, for the policy-routing " +
   "recipe.";
 

@@ -121,7 +121,7 @@ stage() {
     "$src/socket-proxyd") == 2 ]] || die "systemd/socket-proxyd: no deno= and program= defaults to rewrite"
   cp -r "$(fetch_deno "$2" "$work")" "$src/deno"
   cp -r "$here/etc/socket-proxyd" "$src/etc/"
-  cp -r systemd/unix-path systemd/namespace systemd/dns systemd/accept systemd/recipes systemd/README.md \
+  cp -r systemd/unix-path systemd/namespace systemd/dns systemd/transparent systemd/accept systemd/recipes systemd/README.md \
     "$here/examples/8080.conf" "$src/examples/"
   # The examples run the packaged program.
   grep -rlF 'ExecStart=/usr/local/bin/socket-proxyd' "$src/examples" | grep -q . ||

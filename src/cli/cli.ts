@@ -35,6 +35,8 @@ export interface Options {
   readonly targets: ReadonlyMap<string, TargetSpec>;
   /** Send a PROXY protocol header to the backend first (`--proxy-protocol=v1|v2`). */
   readonly proxyProtocol: ProxyProtocolVersion | null;
+  /** Connect to the backend from each client's own address (`--transparent`). */
+  readonly transparent: boolean;
   /** Keep retrying a backend that refuses for this long (`--connect-timeout`); 0: once. */
   readonly connectTimeoutUsec: number;
   /** Close a connection without traffic for this long (`--idle-timeout`); Infinity never. */
@@ -105,6 +107,9 @@ Forwards every client of the sockets passed in by the service manager
                               HOST:* forwards to each listener's own port
      --proxy-protocol=v1|v2   Send a PROXY protocol header with the client's
                               address to the backend before any client byte
+     --transparent            Connect to the backend from each client's own
+                              IP address (IP_TRANSPARENT): needs CAP_NET_ADMIN
+                              and a route back to the proxy, see the man page
      --connect-timeout=SPAN   Retry a backend that refuses or is unreachable
                               for up to this long (default: ${
     formatTimespan(DEFAULT_CONNECT_TIMEOUT_USEC)
@@ -208,6 +213,7 @@ export function parseCommandLine(args: readonly string[]): Command {
         verbose: { type: "boolean", short: "v" },
         target: { type: "string", multiple: true },
         "proxy-protocol": { type: "string" },
+        transparent: { type: "boolean" },
         "connect-timeout": { type: "string" },
         "idle-timeout": { type: "string" },
         "replies-per-datagram": { type: "string" },
@@ -272,6 +278,7 @@ export function parseCommandLine(args: readonly string[]): Command {
       verbose: values.verbose ?? false,
       targets,
       proxyProtocol,
+      transparent: values.transparent ?? false,
       connectTimeoutUsec,
       idleTimeoutUsec,
       sessionIdleTimeoutUsec: values["idle-timeout"] === undefined

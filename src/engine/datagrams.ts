@@ -33,6 +33,7 @@ import {
   replyFault,
 } from "./relaylog.ts";
 import { type Reclaimer, REST_MS } from "../service/reclaim.ts";
+import type { Transparent } from "./transparent.ts";
 import { EPOLLERR, EPOLLIN, type Poller } from "./poller.ts";
 import {
   AF_INET,
@@ -141,6 +142,8 @@ export interface RelayOptions {
   readonly reclaimer?: Reclaimer;
   /** Looks target names up (default: the system's, shared with the stream side). */
   readonly resolve?: Resolver;
+  /** With `--transparent`: each session's socket carries its client's address. */
+  readonly transparent?: Transparent | null;
 }
 
 /** A passed datagram socket being served. */
@@ -514,6 +517,11 @@ export class Relay {
     }
     // A Unix backend can only answer a client socket with a name: let the kernel pick one.
     if (family === AF_UNIX) call.bind(session.fd, address.subarray(0, 2), 2);
+    const uncarried = this.#options.transparent?.bind(session.fd, family, session.client) ?? null;
+    if (uncarried !== null) {
+      this.#failed(session, uncarried);
+      return this.#close(session);
+    }
     session.token = this.#poller.add(
       session.fd,
       EPOLLIN,
@@ -728,6 +736,9 @@ export class Relay {
   #close(session: Session): void {
     if (!this.#isOpen(session)) return;
     this.#sessions.delete(session.key);
+    if (session.sent > 0 && session.replied === 0 && session.address !== null) {
+      this.#options.transparent?.noReply(session.client, session.address);
+    }
     this.#oneShots.delete(session);
     // Datagrams still waiting for the target's name are lost with the session.
     this.#counts.dropped += session.pending?.length ?? 0;

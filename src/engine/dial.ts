@@ -77,14 +77,16 @@ export class Dial implements Pollable {
   #next = 0;
   #lastError: Error = new SystemError(ERRNO.ECONNREFUSED);
   #pause = RETRY_FIRST_MS;
+  #last: Uint8Array | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #over = false;
   /** When it gives up (a `performance.now()` time); Infinity: after one round. */
   readonly deadline: number;
 
   /**
-   * @param prepare called on each new socket before it connects (for `--transparent`), with its
-   * address family: 0, or an errno that fails the attempt.
+   * @param prepare called on each new socket before it connects (`--transparent` binds it to the
+   * client's address), with its address family: null, or why the client cannot be forwarded at
+   * all (the dial then gives up at once with a {@link Refused}).
    */
   constructor(
     readonly libc: Libc,
@@ -92,11 +94,16 @@ export class Dial implements Pollable {
     readonly destination: Destination,
     readonly options: DialOptions,
     readonly done: (result: Dialled | Error) => void,
-    readonly prepare: ((fd: number, family: number) => number) | null = null,
+    readonly prepare: ((fd: number, family: number) => string | null) | null = null,
   ) {
     this.deadline = options.connectTimeoutMs > 0
       ? performance.now() + options.connectTimeoutMs
       : Infinity;
+  }
+
+  /** The address tried last, or null before the first. */
+  get lastAddress(): Uint8Array | null {
+    return this.#last;
   }
 
   /** Whether a connect is under way (rather than a lookup or a pause between rounds). */
@@ -159,11 +166,16 @@ export class Dial implements Pollable {
         continue;
       }
       if (family === AF_INET || family === AF_INET6) tuneTcp(this.libc, fd, this.options.keepalive);
-      const prepared = this.prepare?.(fd, family) ?? 0;
-      if (prepared === 0 && call.connect(fd, address, address.length) === 0) {
+      this.#last = address;
+      const refused = this.prepare?.(fd, family) ?? null;
+      if (refused !== null) {
+        call.close(fd);
+        return this.#finish(new Refused(refused));
+      }
+      if (call.connect(fd, address, address.length) === 0) {
         return this.#finish({ fd, token: 0, events: 0 });
       }
-      let errno = prepared || this.libc.errno();
+      let errno = this.libc.errno();
       if (errno === ERRNO.EINPROGRESS) {
         // Registered for what the connection will need: its completion is the first edge.
         this.#token = this.poller.add(fd, SIDE_EVENTS, this);
@@ -204,6 +216,11 @@ export class Dial implements Pollable {
     this.libc.call.getsockopt(this.#fd, SOL_SOCKET, SO_ERROR, value, length);
     return new DataView(value.buffer).getInt32(0, true) || ERRNO.ECONNREFUSED;
   }
+}
+
+/** A client that must not be forwarded (`--transparent` cannot carry its address). */
+export class Refused extends Error {
+  override name = "Refused";
 }
 
 /** A refusal is worth waiting out; a lack of permission is a configuration error. */

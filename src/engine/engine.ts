@@ -21,6 +21,7 @@ import { Poller } from "./poller.ts";
 import { systemResolver } from "./resolve.ts";
 import { type StreamOptions, StreamRelay } from "./streams.ts";
 import { AF_UNIX } from "./sockaddr.ts";
+import { capabilityProblem, passedSocketProblem, Transparent } from "./transparent.ts";
 
 const SOL_SOCKET = 1;
 const SO_TYPE = 3;
@@ -36,6 +37,8 @@ export interface EngineOptions {
   readonly datagrams: RelayOptions;
   /** `--proxy-protocol`, which datagram sockets refuse. */
   readonly proxyProtocol: string | null;
+  /** `--transparent`: every backend socket carries its client's address (`transparent.ts`). */
+  readonly transparent?: boolean;
 }
 
 /** What a passed file descriptor is, as far as serving it goes. */
@@ -99,10 +102,14 @@ export class Engine {
   /** Whether any stream socket is served (a listener or a connection). */
   servesStreams = false;
 
-  private constructor(libc: Libc, readonly options: EngineOptions) {
+  private constructor(
+    libc: Libc,
+    readonly options: EngineOptions,
+    readonly transparent: Transparent | null,
+  ) {
     this.#libc = libc;
     this.#poller = new Poller(libc);
-    this.streams = new StreamRelay(libc, this.#poller, options.streams);
+    this.streams = new StreamRelay(libc, this.#poller, { ...options.streams, transparent });
   }
 
   /**
@@ -111,9 +118,10 @@ export class Engine {
    */
   static async open(libc: Libc, plan: Plan, options: EngineOptions): Promise<Engine> {
     try {
+      const transparent = options.transparent ? openTransparent(libc, plan) : null;
       let engine;
       try {
-        engine = new Engine(libc, options);
+        engine = new Engine(libc, options, transparent);
       } catch (e) {
         throw new StartError(`Cannot watch sockets: ${(e as Error).message}`);
       }
@@ -192,7 +200,10 @@ export class Engine {
           "Give it a HOST:PORT or Unix socket target (--target=NAME=TARGET).",
       );
     }
-    this.datagrams ??= new Relay(this.#libc, this.#poller, this.options.datagrams);
+    this.datagrams ??= new Relay(this.#libc, this.#poller, {
+      ...this.options.datagrams,
+      transparent: this.transparent,
+    });
     this.onlyConnections = false;
     let added;
     try {
@@ -253,6 +264,21 @@ export class Engine {
   async close(): Promise<void> {
     await this.#poller.close();
   }
+}
+
+/**
+ * For `--transparent`: checks that every passed socket's clients have an IP address to carry
+ * and that the capability is there.
+ * @throws {StartError} naming what cannot be served, or the capability.
+ */
+function openTransparent(libc: Libc, plan: Plan): Transparent {
+  for (const { socket } of plan.sockets) {
+    const problem = passedSocketProblem(classify(libc, socket.fd), socket.fd, socket.name);
+    if (problem !== null) throw new StartError(problem);
+  }
+  const problem = capabilityProblem(libc);
+  if (problem !== null) throw new StartError(problem);
+  return new Transparent(libc);
 }
 
 function listeningStdin(): StartError {

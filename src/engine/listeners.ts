@@ -52,13 +52,19 @@ export function localAddress(libc: Libc, fd: number): SocketAddress | null {
   return decode(name, new DataView(length.buffer).getUint32(0, true));
 }
 
-/** The address of a connected socket's peer (getpeername), or null. */
-export function peerAddress(libc: Libc, fd: number): SocketAddress | null {
+/** The address of a connected socket's peer (getpeername), as the kernel wrote it, or null. */
+export function peerSockaddr(libc: Libc, fd: number): Uint8Array | null {
   const name = new Uint8Array(SOCKADDR_MAX);
   const length = new Uint8Array(4);
   new DataView(length.buffer).setUint32(0, SOCKADDR_MAX, true);
   if (libc.call.getpeername(fd, name, length) < 0) return null;
-  return decode(name, new DataView(length.buffer).getUint32(0, true));
+  return name.slice(0, new DataView(length.buffer).getUint32(0, true));
+}
+
+/** The address of a connected socket's peer (getpeername), or null. */
+export function peerAddress(libc: Libc, fd: number): SocketAddress | null {
+  const name = peerSockaddr(libc, fd);
+  return name === null ? null : decode(name);
 }
 
 /** Where a listener listens, for logs: "127.0.0.1:80", "[::]:80", "/run/app.sock", "@name". */

@@ -33,7 +33,8 @@ import { Destination } from "./destination.ts";
 import { Dial, type Dialled, tuneListener, tuneTcp } from "./dial.ts";
 import { ERRNO, SystemError } from "./errno.ts";
 import type { Libc } from "./libc.ts";
-import { describeListener, localAddress, peerAddress } from "./listeners.ts";
+import { describeListener, localAddress, peerAddress, peerSockaddr } from "./listeners.ts";
+import type { Transparent } from "./transparent.ts";
 import { EPOLLIN, type Pollable, type Poller } from "./poller.ts";
 import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
 import type { Resolver } from "./resolve.ts";
@@ -78,6 +79,8 @@ export interface StreamOptions {
   readonly resolve?: Resolver;
   /** The most clients that wait with `--when-full=wait` (a test seam; see `MAX_WAITING`). */
   readonly maxWaiting?: number;
+  /** With `--transparent`: each backend socket carries its client's address. */
+  readonly transparent?: Transparent | null;
 }
 
 /** A listening socket being served. */
@@ -416,12 +419,15 @@ export class StreamRelay implements ConnectionHost {
     const connection = new Connection(this, fd, admitted.passed, kept);
     this.#connections.add(connection);
     this.#options.onChange();
+    const transparent = this.#options.transparent ?? null;
+    const client = transparent === null ? null : peerSockaddr(this.libc, fd);
     const dial = new Dial(
       this.libc,
       this.poller,
       destination,
       this.#options,
-      (result) => this.#dialled(connection, kept, result),
+      (result) => this.#dialled(connection, kept, result, dial),
+      transparent === null ? null : (socket, family) => transparent.bind(socket, family, client),
     );
     this.#dials.set(connection, dial);
     this.#tickDeadlines();
@@ -429,10 +435,18 @@ export class StreamRelay implements ConnectionHost {
     dial.start();
   }
 
-  #dialled(connection: Connection, kept: Kept, result: Dialled | Error): void {
+  #dialled(connection: Connection, kept: Kept, result: Dialled | Error, dial: Dial): void {
     this.#dials.delete(connection);
     if (result instanceof Error) {
       this.#failed++;
+      const timedOut = result instanceof Deno.errors.TimedOut ||
+        (result instanceof SystemError && result.errno === ERRNO.ETIMEDOUT);
+      if (timedOut && dial.lastAddress !== null) {
+        this.#options.transparent?.noReply(
+          peerSockaddr(this.libc, connection.client.fd),
+          dial.lastAddress,
+        );
+      }
       const to = kept.admitted.destination.target;
       this.#failures.hit(() =>
         `Failed to connect to ${formatTarget(to)} for ` +

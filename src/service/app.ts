@@ -25,6 +25,7 @@ import { Reclaimer, trimStep } from "./reclaim.ts";
 import { StopSignals } from "./signals.ts";
 import { floorProblem } from "./runtime.ts";
 import { describeRelay } from "../engine/datagrams.ts";
+import { planProblem } from "../engine/transparent.ts";
 import { identify } from "./stdio.ts";
 import { formatTarget, type TargetSpec } from "../cli/target.ts";
 import { formatTimespan } from "../cli/timespan.ts";
@@ -182,6 +183,8 @@ async function planFromEnvironment(options: Options, libc: Libc): Promise<Plan> 
     if (!(e instanceof ActivationError)) throw e;
     throw new StartError(`Invalid socket activation environment: ${e.message}`);
   }
+  const transparency = options.transparent ? planProblem(plan.targets, plan.listen) : null;
+  if (transparency !== null) throw new StartError(transparency);
   for (const target of plan.targets) {
     const problem = permissionProblem(target);
     if (problem !== null) throw new StartError(problem);
@@ -268,6 +271,7 @@ class Service {
     const changed = () => this.#changed();
     this.#engine = await Engine.open(this.libc, this.#plan, {
       proxyProtocol: options.proxyProtocol,
+      transparent: options.transparent,
       streams: {
         connectionsMax: options.connectionsMax,
         whenFull: options.whenFull,

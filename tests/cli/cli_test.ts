@@ -41,6 +41,7 @@ const run = (target: string, overrides: Partial<Omit<Options, "target">> = {}): 
     verbose: false,
     targets: new Map(),
     proxyProtocol: null,
+    transparent: false,
     connectTimeoutUsec: DEFAULT_CONNECT_TIMEOUT_USEC,
     idleTimeoutUsec: Infinity,
     sessionIdleTimeoutUsec: overrides.idleTimeoutUsec ?? DEFAULT_SESSION_IDLE_TIMEOUT_USEC,
@@ -76,6 +77,7 @@ Deno.test("parseCommandLine: a target alone gets the defaults", () => {
       verbose: false,
       targets: new Map(),
       proxyProtocol: null,
+      transparent: false,
       connectTimeoutUsec: 5_000_000,
       idleTimeoutUsec: Infinity,
       sessionIdleTimeoutUsec: 30_000_000,
@@ -601,6 +603,18 @@ Deno.test("parseCommandLine: --proxy-protocol v1 and v2; anything else is an err
   );
   usage(["--proxy-protocol=v3", "h:1"], 'Invalid --proxy-protocol "v3": expected v1 or v2');
   usage(["--proxy-protocol=", "h:1"], 'Invalid --proxy-protocol "": expected v1 or v2');
+});
+
+Deno.test("parseCommandLine: --transparent takes no value, and goes with --proxy-protocol", () => {
+  deepEqual(parseCommandLine(["--transparent", "h:1"]), run("h:1", { transparent: true }));
+  deepEqual(
+    parseCommandLine(["--proxy-protocol=v2", "--transparent", "h:1"]),
+    run("h:1", { transparent: true, proxyProtocol: "v2" }),
+  );
+  usage(
+    ["--transparent=yes", "h:1"],
+    "Option '--transparent' does not take an argument",
+  );
 });
 
 Deno.test("parseCommandLine: --connect-timeout and --idle-timeout spans", () => {

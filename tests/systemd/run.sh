@@ -24,6 +24,9 @@
 #              network namespace; the first query, restarts under queries (dns.sh)
 #   archive    the release archive (deno task archive) unpacked into /opt, without the package:
 #              both scenarios with their ExecStart= pointed there, checked as above (archive.sh)
+#   transparent  the --transparent example: a client in a network namespace of its own, dnsmasq
+#              logging its own address; without the capability, without the route back
+#              (transparent.sh)
 # Prints one line per check that passes; exits non-zero with a message (and the container's
 # state and journal) at the first that fails.
 #
@@ -45,7 +48,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/systemd/lib.sh
 source "$here/lib.sh"
 
-all=(scenarios package startup shapes templates limits source dns archive)
+all=(scenarios package startup shapes templates limits source dns archive transparent)
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=("${all[@]}")
 # Every part defines part_NAME; later parts use the checks of earlier ones.

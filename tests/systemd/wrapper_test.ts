@@ -18,6 +18,7 @@ const SERVICES = [
   "unix-path/proxy-to-nginx.service",
   "namespace/proxy-to-nginx.service",
   "dns/proxy-to-dnsmasq.service",
+  "transparent/transparent-proxy.service",
 ];
 
 function flag(name: string): string[] {

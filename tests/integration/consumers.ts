@@ -27,13 +27,19 @@ async function waitForPort(port: number, process: Process): Promise<void> {
   throw new Error(`consumer did not listen on ${port}:\n${process.stderr}`);
 }
 
-/** Fails unless the pid file `path` names `process`: the listener on the port is ours. */
+/**
+ * Fails unless the pid file `path` names `process`: the listener on the port is ours. nginx
+ * listens before it writes the file, so an empty or missing one is read again for a moment.
+ */
 async function checkPidFile(path: string, process: Process): Promise<void> {
   let pid = "";
-  try {
-    pid = Deno.readTextFileSync(path).trim();
-  } catch {
-    // Checked below.
+  for (const deadline = performance.now() + 5000; pid === "" && performance.now() < deadline;) {
+    try {
+      pid = Deno.readTextFileSync(path).trim();
+    } catch {
+      // Not written yet.
+    }
+    if (pid === "") await new Promise((resolve) => setTimeout(resolve, 10));
   }
   if (pid !== String(process.child.pid)) {
     await process.stop();

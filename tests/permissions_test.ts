@@ -9,6 +9,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { echoBackend, freePort, ROOT } from "./integration/harness.ts";
 import { startLimitedProxy } from "./faults/helpers.ts";
+import { sourceFiles } from "./sources.ts";
 
 const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
 
@@ -41,17 +42,6 @@ Deno.test("every task that runs the proxy uses exactly that permission set", () 
     ok(!/(^|\s)(-A|--allow-\S+)/.test(command), `${name} grants nothing more: ${command}`);
   }
 });
-
-/** The TypeScript files under `dir`, in every folder. */
-function sourceFiles(dir: string): string[] {
-  return [...Deno.readDirSync(dir)].flatMap((entry) =>
-    entry.isDirectory
-      ? sourceFiles(`${dir}/${entry.name}`)
-      : entry.name.endsWith(".ts")
-      ? [`${dir}/${entry.name}`]
-      : []
-  );
-}
 
 Deno.test("the proxy's source never spawns, opens files (but --config's), loads native code but libc or makes requests", () => {
   const forbidden =

@@ -22,6 +22,7 @@
 import { type Resolver, systemResolver } from "./resolve.ts";
 import { MessageBatch } from "./batch.ts";
 import { waitAtMost } from "../service/deadline.ts";
+import { type Cancel, every } from "../service/timer.ts";
 import type { Libc } from "./libc.ts";
 import { Admission, type Refusal, sourceOf } from "../service/admission.ts";
 import {
@@ -251,7 +252,7 @@ export class Relay {
   #now = performance.now();
   /** The datagram counts as last told through {@link RelayOptions.onCounts}. */
   #told: number[] = [];
-  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweeper: Cancel | null = null;
   /** Datagrams handled, as of the last sweep; and since when that has not changed, or null. */
   #handled = 0;
   #quietSince: number | null = null;
@@ -348,8 +349,8 @@ export class Relay {
     this.#sweep(true);
     if (this.#sessions.size > 0) {
       const done = new Promise<void>((resolve) => this.#draining = resolve);
-      clearInterval(this.#sweeper);
-      this.#sweeper = setInterval(() => this.#sweep(true), 100);
+      this.#sweeper?.();
+      this.#sweeper = every(100, () => this.#sweep(true));
       await waitAtMost(done, timeoutMs);
     }
     const left = this.#sessions.size;
@@ -748,8 +749,8 @@ export class Relay {
     session.fd = -1;
     this.#admission.release(session.source);
     if (this.#sessions.size === 0) {
-      clearInterval(this.#sweeper);
-      this.#sweeper = undefined;
+      this.#sweeper?.();
+      this.#sweeper = null;
       this.#draining?.();
       this.#options.reclaimer?.idle();
     }
@@ -758,10 +759,10 @@ export class Relay {
 
   /** Ends silent sessions: one timer for all of them, running only while any is open. */
   #sweepWhileOpen(): void {
-    if (this.#sweeper !== undefined || this.#draining !== null) return;
-    const every = Math.max(50, Math.min(1000, this.#options.idleTimeoutMs / 8));
-    if (!Number.isFinite(every)) return;
-    this.#sweeper = setInterval(() => this.#sweep(false), every);
+    if (this.#sweeper !== null || this.#draining !== null) return;
+    const period = Math.max(50, Math.min(1000, this.#options.idleTimeoutMs / 8));
+    if (!Number.isFinite(period)) return;
+    this.#sweeper = every(period, () => this.#sweep(false));
   }
 
   #sweep(draining: boolean): void {

@@ -15,6 +15,7 @@ import type { Libc } from "./libc.ts";
 import { SIDE_EVENTS } from "./connection.ts";
 import { EPOLLERR, EPOLLHUP, type Pollable, type Poller } from "./poller.ts";
 import { AF_INET, AF_INET6, familyOf } from "./sockaddr.ts";
+import { after, type Cancel } from "../service/timer.ts";
 
 /** Pause after the first failed round; doubled after each further one, up to the maximum. */
 export const RETRY_FIRST_MS = 25;
@@ -78,7 +79,7 @@ export class Dial implements Pollable {
   #lastError: Error = new SystemError(ERRNO.ECONNREFUSED);
   #pause = RETRY_FIRST_MS;
   #last: Uint8Array | null = null;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #pauseEnd: Cancel = () => {};
   #over = false;
   /** When it gives up (a `performance.now()` time); Infinity: after one round. */
   readonly deadline: number;
@@ -132,7 +133,7 @@ export class Dial implements Pollable {
   /** Stops, closing the socket being connected; `done` is not called. */
   abort(): void {
     this.#over = true;
-    clearTimeout(this.#timer);
+    this.#pauseEnd();
     this.#closeSocket();
   }
 
@@ -192,7 +193,7 @@ export class Dial implements Pollable {
   #roundFailed(error: Error): void {
     const left = this.deadline - performance.now();
     if (!retryable(error) || !(left > 0 && left < Infinity)) return this.#finish(error);
-    this.#timer = setTimeout(() => this.start(), Math.min(this.#pause, left));
+    this.#pauseEnd = after(Math.min(this.#pause, left), () => this.start());
     this.#pause = Math.min(this.#pause * 2, RETRY_MAX_MS);
   }
 

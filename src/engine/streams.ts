@@ -25,6 +25,7 @@
 import { formatTarget, type Target } from "../cli/target.ts";
 import { Admission, sourceOf, type WhenFull } from "../service/admission.ts";
 import { waitAtMost } from "../service/deadline.ts";
+import { after, type Cancel, every } from "../service/timer.ts";
 import { log, logs, ThrottledLog } from "../service/log.ts";
 import type { Reclaimer } from "../service/reclaim.ts";
 import { Refusals } from "../service/refusals.ts";
@@ -89,7 +90,7 @@ class Listener implements Pollable {
   /** Whether it is watched for clients now. */
   watching = false;
   /** A timer that watches it again after a failed accept. */
-  resting: ReturnType<typeof setTimeout> | undefined;
+  resting: Cancel | null = null;
   /**
    * Whether the clients it accepts now have the TCP options set on it (see `tuneListener`):
    * once its queue has been emptied once, every client in it came after they were set.
@@ -164,8 +165,8 @@ export class StreamRelay implements ConnectionHost {
   #served = 0;
   #failed = 0;
   #accepting = false;
-  #deadlineTicker: ReturnType<typeof setInterval> | undefined;
-  #idleSweeper: ReturnType<typeof setInterval> | undefined;
+  #deadlineTicker: Cancel | null = null;
+  #idleSweeper: Cancel | null = null;
   #drained: (() => void) | null = null;
 
   constructor(readonly libc: Libc, readonly poller: Poller, options: StreamOptions) {
@@ -260,7 +261,7 @@ export class StreamRelay implements ConnectionHost {
     this.#accepting = false;
     this.#acceptFailures.flush();
     for (const listener of this.#listeners.splice(0)) {
-      clearTimeout(listener.resting);
+      listener.resting?.();
       if (listener.token !== 0) this.poller.remove(listener.fd, listener.token);
       this.libc.call.close(listener.fd);
       if (listener.path !== null) {
@@ -295,8 +296,8 @@ export class StreamRelay implements ConnectionHost {
     for (const connection of [...this.#connections]) {
       connection.close(new Deno.errors.Interrupted("the drain timeout passed"));
     }
-    clearInterval(this.#deadlineTicker);
-    clearInterval(this.#idleSweeper);
+    this.#deadlineTicker?.();
+    this.#idleSweeper?.();
     return { open, waiting: waiting.length };
   }
 
@@ -354,11 +355,11 @@ export class StreamRelay implements ConnectionHost {
       `Failed to accept on ${listener.name}: ${new SystemError(errno).message}; retrying`
     );
     this.#watch(listener, false);
-    clearTimeout(listener.resting);
-    listener.resting = setTimeout(() => {
-      listener.resting = undefined;
+    listener.resting?.();
+    listener.resting = after(ACCEPT_RETRY_MS, () => {
+      listener.resting = null;
       if (this.#accepting && !this.#queueFull()) this.#watch(listener, true);
-    }, ACCEPT_RETRY_MS);
+    });
   }
 
   #watch(listener: Listener, on: boolean): void {
@@ -496,7 +497,7 @@ export class StreamRelay implements ConnectionHost {
   #resumeAccepting(): void {
     if (!this.#accepting || this.#queueFull()) return;
     for (const listener of this.#listeners) {
-      if (!listener.watching && listener.resting === undefined) this.#watch(listener, true);
+      if (!listener.watching && listener.resting === null) this.#watch(listener, true);
     }
   }
 
@@ -517,24 +518,24 @@ export class StreamRelay implements ConnectionHost {
    * connects within a tick, as most do, costs its client no such registration.
    */
   #tickDeadlines(): void {
-    if (this.#deadlineTicker !== undefined) return;
-    this.#deadlineTicker = setInterval(() => {
+    if (this.#deadlineTicker !== null) return;
+    this.#deadlineTicker = every(DEADLINE_TICK_MS, () => {
       const now = performance.now();
       for (const [connection, dial] of this.#dials) {
         if (dial.connecting && dial.deadline <= now) dial.expire();
         else connection.watchClient();
       }
       if (this.#dials.size > 0) return;
-      clearInterval(this.#deadlineTicker);
-      this.#deadlineTicker = undefined;
-    }, DEADLINE_TICK_MS);
+      this.#deadlineTicker?.();
+      this.#deadlineTicker = null;
+    });
   }
 
   /** With `--idle-timeout`, one timer closes the connections without traffic for that long. */
   #sweepIdle(): void {
     const idleMs = this.#options.idleTimeoutMs;
-    if (this.#idleSweeper !== undefined || !Number.isFinite(idleMs)) return;
-    this.#idleSweeper = setInterval(() => {
+    if (this.#idleSweeper !== null || !Number.isFinite(idleMs)) return;
+    this.#idleSweeper = every(Math.max(50, Math.min(1000, idleMs / 8)), () => {
       const now = performance.now();
       for (const connection of this.#connections) {
         if (!this.#dials.has(connection) && now - connection.lastActive >= idleMs) {
@@ -542,9 +543,9 @@ export class StreamRelay implements ConnectionHost {
         }
       }
       if (this.#connections.size > 0) return;
-      clearInterval(this.#idleSweeper);
-      this.#idleSweeper = undefined;
-    }, Math.max(50, Math.min(1000, idleMs / 8)));
+      this.#idleSweeper?.();
+      this.#idleSweeper = null;
+    });
   }
 }
 

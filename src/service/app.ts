@@ -18,6 +18,7 @@ import {
   writerFor,
 } from "./log.ts";
 import { IdleTimer } from "./idle.ts";
+import { after, type Cancel, every } from "./timer.ts";
 import { Notifier, parseNotifySocket, watchdogIntervalMs } from "./notify.ts";
 import { descriptorBudgetWarning } from "./descriptors.ts";
 import { makePlan, type Plan, StartError } from "./plan.ts";
@@ -239,7 +240,8 @@ class Service {
   #engine: Engine | null = null;
   /** `--exit-idle-time`: armed while no connection and no datagram session is open. */
   readonly #idle: IdleTimer;
-  #statusTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Cancels the STATUS= update coming, or null when none is. */
+  #statusTimer: Cancel | null = null;
   /** Shared by the connections and the datagram sessions. */
   readonly #reclaimer: Reclaimer;
 
@@ -323,13 +325,13 @@ class Service {
     engine.start();
     if (!engine.onlyConnections) this.#idle.arm();
     this.#notifier.send(`READY=1\nSTATUS=${this.#status()}`);
-    Deno.unrefTimer(setTimeout(() => logWriter.settle(), LOG_DECISION_DELAY_MS));
+    after(LOG_DECISION_DELAY_MS, () => logWriter.settle());
     const watchdogMs = watchdogIntervalMs(env("WATCHDOG_USEC"), env("WATCHDOG_PID"), Deno.pid);
     const watchdog = watchdogMs === null || !this.#notifier.enabled
       ? undefined
-      : setInterval(() => this.#notifier.send("WATCHDOG=1"), watchdogMs);
+      : every(watchdogMs, () => this.#notifier.send("WATCHDOG=1"));
     const why = await this.#end.reason;
-    clearInterval(watchdog);
+    watchdog?.();
     return why;
   }
 
@@ -342,7 +344,7 @@ class Service {
     const engine = this.#engineOpen;
     engine.stopAccepting();
     this.#idle.disarm();
-    clearTimeout(this.#statusTimer);
+    this.#statusTimer?.();
     engine.streams.flushLogs();
     await this.#notifier.send(`STOPPING=1\nSTATUS=Stopping: ${this.#counts()}`);
     let exitStatus = EXIT_SUCCESS;
@@ -442,10 +444,10 @@ class Service {
     if (this.#openCount() > 0 || engine.streams.waiting > 0) this.#idle.disarm();
     else if (engine.onlyConnections) this.#end.end("done");
     else this.#idle.arm();
-    if (!this.#notifier.enabled || this.#statusTimer !== undefined) return;
-    this.#statusTimer = setTimeout(() => {
-      this.#statusTimer = undefined;
+    if (!this.#notifier.enabled || this.#statusTimer !== null) return;
+    this.#statusTimer = after(STATUS_INTERVAL_MS, () => {
+      this.#statusTimer = null;
       this.#notifier.send(`STATUS=${this.#status()}`);
-    }, STATUS_INTERVAL_MS);
+    });
   }
 }

@@ -14,6 +14,8 @@
  * fstat(2), see {@link DeferredWriter}), lines are held.
  * @module
  */
+import { after, type Clock, REAL_CLOCK } from "./timer.ts";
+
 import { DatagramSender } from "./unixgram.ts";
 
 /** Severities, with their syslog priority numbers. */
@@ -310,12 +312,12 @@ export function log(level: Level, message: string): void {
  * A stuck stderr then costs the exit that long, and never the proxy while it serves.
  */
 export async function flushLog(timeoutMs: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancel = () => {};
   await Promise.race([
     writer.flush(),
-    new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    new Promise<void>((resolve) => cancel = after(timeoutMs, resolve)),
   ]);
-  clearTimeout(timer);
+  cancel();
 }
 
 /**
@@ -361,24 +363,6 @@ export class Throttle {
     return this.#last + this.intervalMs;
   }
 }
-
-/** What a {@link ThrottledLog} needs of time; tests pass their own. */
-export interface Clock {
-  /** The time in milliseconds. */
-  now(): number;
-  /** Calls `fn` after `ms`, without keeping the process alive; returns a cancel function. */
-  after(ms: number, fn: () => void): () => void;
-}
-
-/** The real clock: performance.now() and unreferenced timers. */
-const REAL_CLOCK: Clock = {
-  now: () => performance.now(),
-  after(ms, fn) {
-    const timer = setTimeout(fn, ms);
-    Deno.unrefTimer(timer);
-    return () => clearTimeout(timer);
-  },
-};
 
 /**
  * The log line of a repeated event (a refused connection, a failed connect), written at most

@@ -25,6 +25,7 @@
  * new one opens, and only when enough connections came since the last reclaim.
  * @module
  */
+import { after, type Cancel } from "./timer.ts";
 /** How long the proxy must stay without connections before memory is reclaimed. */
 export const REST_MS = 1000;
 
@@ -89,8 +90,8 @@ export class Reclaimer {
     this.#restMs = options.restMs ?? REST_MS;
     this.#minConnections = options.minConnections ?? MIN_CONNECTIONS;
     this.#atRest = options.atRest ?? (() => true);
-    this.#schedule = options.schedule ?? unrefTimeout;
-    this.#cancel = options.cancel ?? ((timer) => clearTimeout(timer as number));
+    this.#schedule = options.schedule ?? ((run, ms) => after(ms, run));
+    this.#cancel = options.cancel ?? ((cancel) => (cancel as Cancel)());
   }
 
   /** A connection or a datagram session opened: no reclaim while it lasts. */
@@ -133,11 +134,4 @@ export class Reclaimer {
     this.#cancel(this.#timer);
     this.#timer = undefined;
   }
-}
-
-/** A timeout that never keeps the process alive by itself. */
-function unrefTimeout(run: () => void, ms: number): unknown {
-  const timer = setTimeout(run, ms);
-  Deno.unrefTimer(timer as unknown as number);
-  return timer;
 }

@@ -3,6 +3,7 @@
  * sent from a socket of our own in the abstract namespace: nothing on disk to clean up.
  * @module
  */
+import { after } from "./timer.ts";
 
 /**
  * Sends datagrams to Unix socket paths; the socket is opened at the first. One send at a time:
@@ -30,18 +31,18 @@ export class DatagramSender {
     });
     const sending = socket.send(data as Uint8Array<ArrayBuffer>, { transport: "unixpacket", path });
     if (!Number.isFinite(timeoutMs)) return void await sending;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancel = () => {};
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      cancel = after(timeoutMs, () => {
         sending.catch(() => {}); // It fails now that its socket is closed.
         this.close();
         reject(new Deno.errors.TimedOut(`nothing taken from us for ${timeoutMs} ms`));
-      }, timeoutMs);
+      });
     });
     try {
       await Promise.race([sending, late]);
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
   }
 

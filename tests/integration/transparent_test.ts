@@ -284,7 +284,7 @@ Deno.test("--transparent refuses at start-up what has no IP address to carry (a 
       "no FFI",
       null,
       [target],
-      /Cannot open libc for --transparent: no FFI permission; add --allow-ffi=\/\S+libc\.so\.6 to the deno flags\./,
+      /serves its sockets through the C library, which Deno's permissions do not let it open: add --allow-ffi=\/\S+libc\.so\.6 to the deno flags/,
       withoutFfi,
     ],
   ];

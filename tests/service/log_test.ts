@@ -2,8 +2,8 @@ import { deepEqual, equal, fail, ok } from "node:assert/strict";
 // fast-check is imported inline: deno.json has no import map for test-only dependencies.
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@3.23.2";
+import type { Clock } from "../../src/service/timer.ts";
 import {
-  type Clock,
   DeferredWriter,
   type Destination,
   type FdIdentity,

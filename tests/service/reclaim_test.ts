@@ -121,23 +121,13 @@ Deno.test("reclaim: without steps nothing is ever armed", () => {
   equal(h.timers.size, 0);
 });
 
-Deno.test("reclaim: the real timer fires, and never keeps the process alive by itself", async () => {
+Deno.test("reclaim: the real timer fires", async () => {
   let ran = false;
   const reclaimer = new Reclaimer({ steps: [() => ran = true], restMs: 10, minConnections: 1 });
   reclaimer.busy();
   reclaimer.idle();
   await new Promise((resolve) => setTimeout(resolve, 50));
   ok(ran);
-  // A process whose only timer is an armed reclaim (for ~24 days) exits at once.
-  const module = new URL("../../src/service/reclaim.ts", import.meta.url).href;
-  const code = `import { Reclaimer } from "${module}";
-    const r = new Reclaimer({ steps: [() => {}], restMs: 2 ** 31 - 1, minConnections: 0 });
-    r.idle();`;
-  const { code: status } = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", code],
-    stdout: "null",
-  }).output();
-  equal(status, 0);
 });
 
 Deno.test("reclaim: the trim step's signal is never fatal, whether Deno trims on it or not", async () => {

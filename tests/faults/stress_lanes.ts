@@ -276,14 +276,15 @@ export async function statusShows(proxy: Watched, served: number, active?: numbe
       return m !== null && Number(m[2]) >= served &&
         (active === undefined || Number(m[1]) === active);
     },
-    0,
+    // Served only grows: what is wanted is in the last message or in later ones.
+    Math.max(0, proxy.notify.messages.length - 1),
     NEVER_MS,
   ).catch(() => {
     throw new Error(
       `${proxy.name}: no STATUS= with ${served} served` +
         (active === undefined ? "" : ` and ${active} active`) +
         ` within ${NEVER_MS / 1000} s; the last: ${proxy.notify.messages.at(-1)?.STATUS}; ` +
-        `its stderr:\n${proxy.process.stderr}`,
+        `its stderr ends:\n${proxy.process.stderr.trimEnd().split("\n").slice(-30).join("\n")}`,
     );
   });
 }

@@ -114,13 +114,19 @@ const CLAIM_TIMEOUT_MS = 20_000;
 
 /** A backend that serves stress connections on any number of listeners. */
 export class StressBackend {
-  /** What went wrong outside any one connection's sides (bad headers, unknown clients). */
-  readonly failures: string[] = [];
   readonly #servers: net.Server[] = [];
   readonly #open = new Set<Wire>();
   readonly #handlers = new Set<Promise<void>>();
 
-  constructor(readonly registry: Registry, readonly block: Uint8Array) {}
+  /**
+   * @param fail told what went wrong outside any one connection's sides (a bad header, a
+   * connection for a client that never connected).
+   */
+  constructor(
+    readonly registry: Registry,
+    readonly block: Uint8Array,
+    readonly fail: (what: string) => void,
+  ) {}
 
   /** Listens on a TCP port (0: any) or a Unix path; retries while the address is in use. */
   async listen(address: { host: string; port: number } | { path: string }): Promise<net.Server> {
@@ -184,7 +190,7 @@ export class StressBackend {
     try {
       key = await readHeader(wire);
     } catch (e) {
-      this.failures.push(`a bad PROXY header: ${e}`);
+      this.fail(`a bad PROXY header: ${(e as Error).message}`);
       return;
     }
     if (key === null) return;
@@ -195,7 +201,7 @@ export class StressBackend {
     ]);
     clearTimeout(timer);
     if (pairing === null) {
-      this.failures.push(`a backend connection for a client that never connected (${key})`);
+      this.fail(`a backend connection for a client that never connected (${key})`);
       this.registry.forget(key);
       return;
     }

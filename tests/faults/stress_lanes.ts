@@ -58,6 +58,10 @@ export class Tally {
   fail(plan: ConnectionPlan, what: string): void {
     this.failures.push(`${label(plan)}: ${what}`);
   }
+
+  backendFailure(backend: string, what: string): void {
+    this.failures.push(`the ${backend} backend: ${what}`);
+  }
 }
 
 function label(plan: ConnectionPlan): string {

@@ -72,7 +72,7 @@ const SEED = setting(
 );
 /** The most connections at once in the main lane (phases pick 1 to this, log-uniformly). */
 const MAX_CONCURRENCY = 64;
-/** Failures of each kind listed in the assertion message. */
+/** Kinds of failure listed in the assertion message, at most. */
 const SHOWN = 10;
 
 /** A small duplex connection on `route`: warm-ups, which start the proxy and take each path. */
@@ -219,8 +219,9 @@ function sampler(world: World, started: number): () => void {
 async function setUp(block: Uint8Array): Promise<{ world: World; backends: StressBackend[] }> {
   const registry = new Registry();
   const lateRegistry = new Registry();
-  const backend = new StressBackend(registry, block);
-  const late = new StressBackend(lateRegistry, block);
+  const tally = new Tally();
+  const backend = new StressBackend(registry, block, (f) => tally.backendFailure("main", f));
+  const late = new StressBackend(lateRegistry, block, (f) => tally.backendFailure("late", f));
   const portOf = (server: net.Server) => (server.address() as net.AddressInfo).port;
   const tcp4 = portOf(await backend.listen({ host: "127.0.0.1", port: 0 }));
   const tcp6 = portOf(await backend.listen({ host: "::1", port: 0 }));
@@ -253,7 +254,7 @@ async function setUp(block: Uint8Array): Promise<{ world: World; backends: Stres
     seed: SEED,
     maxConcurrency: MAX_CONCURRENCY,
     block,
-    tally: new Tally(),
+    tally,
     ports,
     registry,
     lateRegistry,
@@ -288,18 +289,30 @@ async function runLanes(world: World, plans: readonly ConnectionPlan[]): Promise
   ]);
 }
 
-/** Everything that went wrong, `SHOWN` of each kind, for the assertion message. */
+/**
+ * The failures grouped by kind (their text without the connection's label, numbers as N): each
+ * kind's count and first instance, the most frequent first.
+ */
+function kinds(failures: readonly string[]): string[] {
+  const groups = new Map<string, { count: number; first: string }>();
+  for (const failure of failures) {
+    const kind = failure.replace(/^#\d+ \S+ via \S+: /, "").replace(/\d+/g, "N");
+    const group = groups.get(kind) ?? { count: 0, first: failure };
+    group.count++;
+    groups.set(kind, group);
+  }
+  return [...groups.values()].sort((a, b) => b.count - a.count)
+    .map(({ count, first }) => `${count} like: ${first}`);
+}
+
+/** Everything that went wrong, by kind, for the assertion message. */
 function findings(tally: Tally, problems: string[]): string[] {
   const listing = (what: string, items: string[]) =>
-    items.length === 0 ? [] : [
-      `${items.length} ${what}:`,
-      ...items.slice(0, SHOWN),
-      ...(items.length > SHOWN ? [`... and ${items.length - SHOWN} more`] : []),
-    ];
+    items.length === 0 ? [] : [`${items.length} ${what}:`, ...kinds(items).slice(0, SHOWN)];
   return [
     ...listing("mismatches", tally.mismatches),
     ...listing("other failures", tally.failures),
-    ...listing("problems at the end", problems),
+    ...(problems.length === 0 ? [] : ["problems at the end:", ...problems]),
   ];
 }
 
@@ -320,7 +333,6 @@ Deno.test(`stress: ${CONNECTIONS} connections with random behaviours, every byte
     const endings = [await stop(world.main, false), await stop(world.lateProxy, true)];
     const problems = endings.flatMap((e) => e.problems);
     for (const [name, backend] of [["main", backends[0]], ["late", backends[1]]] as const) {
-      world.tally.failures.push(...backend.failures.map((f) => `the ${name} backend: ${f}`));
       if (backend.open > 0) problems.push(`the ${name} backend: ${backend.open} sides open`);
     }
     const seconds = (performance.now() - started) / 1000;

@@ -44,21 +44,26 @@ export class Tally {
   notReached = 0;
   /** "early-gone": from the backend being reached to its side being closed. */
   readonly earlyCloseMs: number[] = [];
+  /** Connections finished, for progress lines. */
   done = 0;
 
+  /** Counts a connection about to start. */
   count(plan: ConnectionPlan): void {
     this.byBehaviour.set(plan.behaviour, this.byBehaviour.get(plan.behaviour)! + 1);
     this.byRoute.set(plan.route, (this.byRoute.get(plan.route) ?? 0) + 1);
   }
 
+  /** Bytes that arrived are not the bytes sent. */
   mismatch(plan: ConnectionPlan, what: string): void {
     this.mismatches.push(`${label(plan)}: ${what}`);
   }
 
+  /** Anything else that went wrong with a connection. */
   fail(plan: ConnectionPlan, what: string): void {
     this.failures.push(`${label(plan)}: ${what}`);
   }
 
+  /** What went wrong at a backend outside any one connection. */
   backendFailure(backend: string, what: string): void {
     this.failures.push(`the ${backend} backend: ${what}`);
   }
@@ -101,6 +106,7 @@ export interface World {
   readonly active: Set<Pairing>;
 }
 
+/** Where each route's client connects from and to. */
 export const HOSTS: Readonly<Record<Route, string>> = {
   "v4": "127.0.0.1",
   "v6": "::1",

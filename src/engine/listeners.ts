@@ -61,12 +61,6 @@ export function peerSockaddr(libc: Libc, fd: number): Uint8Array | null {
   return name.slice(0, new DataView(length.buffer).getUint32(0, true));
 }
 
-/** The address of a connected socket's peer (getpeername), or null. */
-export function peerAddress(libc: Libc, fd: number): SocketAddress | null {
-  const name = peerSockaddr(libc, fd);
-  return name === null ? null : decode(name);
-}
-
 /** Where a listener listens, for logs: "127.0.0.1:80", "[::]:80", "/run/app.sock", "@name". */
 export function describeListener(local: SocketAddress | null): string {
   return local === null ? "an unknown address" : formatSocketAddress(local);

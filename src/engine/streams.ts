@@ -34,7 +34,7 @@ import { Destination } from "./destination.ts";
 import { Dial, type Dialled, tuneListener, tuneTcp } from "./dial.ts";
 import { ERRNO, SystemError } from "./errno.ts";
 import type { Libc } from "./libc.ts";
-import { describeListener, localAddress, peerAddress, peerSockaddr } from "./listeners.ts";
+import { describeListener, localAddress, peerSockaddr } from "./listeners.ts";
 import type { Transparent } from "./transparent.ts";
 import { EPOLLIN, type Pollable, type Poller } from "./poller.ts";
 import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
@@ -127,6 +127,11 @@ interface Admitted {
   readonly tuned: boolean;
   readonly passed: boolean;
   readonly source: string | null;
+  /**
+   * The client's address as accept4 gave it, kept when something needs it later (a PROXY
+   * header, `--transparent`, debug lines): a client that has reset by then has no peer name.
+   */
+  readonly client: Uint8Array | null;
 }
 
 /** What the relay keeps with each connection. */
@@ -236,6 +241,7 @@ export class StreamRelay implements ConnectionHost {
       tuned: false,
       passed: true,
       source: null,
+      client: peerSockaddr(this.libc, fd),
     });
   }
 
@@ -305,34 +311,32 @@ export class StreamRelay implements ConnectionHost {
   accept(listener: Listener): void {
     const call = this.libc.call;
     const perSource = this.#options.connectionsPerSource !== null && listener.ip;
+    const keep = this.#keepsClients();
     const flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    const lengthView = new DataView(this.#addressLength.buffer);
     for (let i = 0; i < ACCEPTS_PER_TURN && this.#accepting; i++) {
       if (this.#queueFull()) return this.#watch(listener, false);
-      let fd;
-      if (perSource) {
-        new DataView(this.#addressLength.buffer).setUint32(0, SOCKADDR_MAX, true);
-        fd = call.accept4(listener.fd, this.#address, this.#addressLength, flags);
-      } else {
-        fd = call.accept4(listener.fd, null, null, flags);
-      }
+      lengthView.setUint32(0, SOCKADDR_MAX, true);
+      const fd = call.accept4(listener.fd, this.#address, this.#addressLength, flags);
       if (fd < 0) return this.#acceptFailed(listener, this.libc.errno());
-      const source = perSource ? sourceOf(this.#acceptedHost()) : null;
-      const admitted = {
+      const length = Math.min(lengthView.getUint32(0, true), SOCKADDR_MAX);
+      this.#admit({
         fd,
         destination: listener.destination,
         ip: listener.ip,
         tuned: listener.inherits,
         passed: false,
-        source,
-      };
-      this.#admit(admitted);
+        source: perSource ? sourceOf(hostOf(decode(this.#address, length))) : null,
+        client: keep ? this.#address.slice(0, length) : null,
+      });
     }
   }
 
-  #acceptedHost(): string | null {
-    const length = new DataView(this.#addressLength.buffer).getUint32(0, true);
-    const address = decode(this.#address, Math.min(length, SOCKADDR_MAX));
-    return address === null || address.family === "unix" ? null : address.host;
+  /** Whether each client's address is kept from its accept (see {@link Admitted.client}). */
+  #keepsClients(): boolean {
+    const options = this.#options;
+    return options.proxyProtocol !== null || (options.transparent ?? null) !== null ||
+      logs("debug");
   }
 
   /** With `--when-full=wait`, a full queue leaves the rest in the kernel's until it moves. */
@@ -414,14 +418,14 @@ export class StreamRelay implements ConnectionHost {
     const debug = logs("debug");
     const kept: Kept = {
       admitted,
-      peer: debug ? formatPeer(peerAddress(this.libc, fd)) : null,
+      peer: debug ? formatPeer(admitted.client) : null,
       started: debug ? performance.now() : 0,
     };
     const connection = new Connection(this, fd, admitted.passed, kept);
     this.#connections.add(connection);
     this.#options.onChange();
     const transparent = this.#options.transparent ?? null;
-    const client = transparent === null ? null : peerSockaddr(this.libc, fd);
+    const client = admitted.client;
     const dial = new Dial(
       this.libc,
       this.poller,
@@ -443,35 +447,40 @@ export class StreamRelay implements ConnectionHost {
       const timedOut = result instanceof Deno.errors.TimedOut ||
         (result instanceof SystemError && result.errno === ERRNO.ETIMEDOUT);
       if (timedOut && dial.lastAddress !== null) {
-        this.#options.transparent?.noReply(
-          peerSockaddr(this.libc, connection.client.fd),
-          dial.lastAddress,
-        );
+        this.#options.transparent?.noReply(kept.admitted.client, dial.lastAddress);
       }
       const to = kept.admitted.destination.target;
       this.#failures.hit(() =>
         `Failed to connect to ${formatTarget(to)} for ` +
-        `${
-          kept.peer ?? formatPeer(peerAddress(this.libc, connection.client.fd))
-        }: ${result.message}`
+        `${kept.peer ?? this.#clientName(kept.admitted, connection.client.fd)}: ${result.message}`
       );
       return connection.close(result);
     }
     this.#served++;
     const header = this.#options.proxyProtocol === null
       ? null
-      : proxyHeader(this.#options.proxyProtocol, this.#addresses(connection.client.fd));
+      : proxyHeader(this.#options.proxyProtocol, this.#addresses(kept.admitted, connection));
     connection.open(result.fd, result.token, result.events, header);
     this.#options.onChange();
   }
 
-  /** The client's addresses for a PROXY header (null for a Unix client's). */
-  #addresses(fd: number) {
+  /**
+   * The client's addresses for a PROXY header (null for a Unix client's): where it came from, as
+   * accept4 said (the peer name is gone once it resets), and where it connected to.
+   */
+  #addresses(admitted: Admitted, connection: Connection) {
     const ip = (address: SocketAddress | null) =>
       address === null || address.family === "unix"
         ? null
         : { hostname: address.host, port: address.port };
-    return { remote: ip(peerAddress(this.libc, fd)), local: ip(localAddress(this.libc, fd)) };
+    const remote = admitted.client === null ? null : decode(admitted.client);
+    return { remote: ip(remote), local: ip(localAddress(this.libc, connection.client.fd)) };
+  }
+
+  /** The client, for a log line: its address, "unix", or that it has gone. */
+  #clientName(admitted: Admitted, fd: number): string {
+    const client = admitted.client ?? peerSockaddr(this.libc, fd);
+    return client === null ? "a client that has gone" : formatPeer(client);
   }
 
   /** A connection is over: its slot goes to the next waiting client, if any. */
@@ -554,6 +563,13 @@ export class IdleTimeoutError extends Error {
   override name = "IdleTimeout";
 }
 
-function formatPeer(address: SocketAddress | null): string {
+/** A client's address, for log lines: "192.0.2.1:51234", "[2001:db8::1]:443" or "unix". */
+function formatPeer(client: Uint8Array | null): string {
+  const address = client === null ? null : decode(client);
   return address === null || address.family === "unix" ? "unix" : formatSocketAddress(address);
+}
+
+/** The host of an IP address, for `sourceOf`; null for a Unix one. */
+function hostOf(address: SocketAddress | null): string | null {
+  return address === null || address.family === "unix" ? null : address.host;
 }

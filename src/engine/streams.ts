@@ -199,7 +199,10 @@ export class StreamRelay implements ConnectionHost {
     return this.#served;
   }
 
-  /** Connections that could not be forwarded because the target could not be reached. */
+  /**
+   * Connections that were not forwarded: the target could not be reached (in time), or the
+   * client left before it was.
+   */
   get failed(): number {
     return this.#failed;
   }
@@ -486,8 +489,13 @@ export class StreamRelay implements ConnectionHost {
   /** A connection is over: its slot goes to the next waiting client, if any. */
   ended(connection: Connection, error: Error | null): void {
     const kept = connection.data as Kept;
-    this.#dials.get(connection)?.abort();
-    this.#dials.delete(connection);
+    const dial = this.#dials.get(connection);
+    if (dial !== undefined) {
+      // The client left (or the drain ended) before its backend was reached: not forwarded.
+      dial.abort();
+      this.#dials.delete(connection);
+      this.#failed++;
+    }
     this.#connections.delete(connection);
     if (kept.peer !== null) this.#logEnd(connection, kept, error);
     const next = this.#admission.release(kept.admitted.source);

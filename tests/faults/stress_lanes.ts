@@ -277,13 +277,16 @@ export async function mainLane(world: World, plans: readonly ConnectionPlan[]): 
   }
 }
 
-/** Waits for a STATUS= from `proxy` with `served` connections served and, if given, `active`. */
+/**
+ * Waits for a STATUS= from `proxy` with `served` connections taken (served, or failed to reach
+ * the target) and, if given, `active`.
+ */
 export async function statusShows(proxy: Watched, served: number, active?: number): Promise<void> {
-  const pattern = /: (\d+) active, (\d+) served/;
+  const pattern = /: (\d+) active, (\d+) served(?:, (\d+) failed)?/;
   await proxy.notify.waitFor(
     (message) => {
       const m = pattern.exec(message.STATUS ?? "");
-      return m !== null && Number(m[2]) >= served &&
+      return m !== null && Number(m[2]) + Number(m[3] ?? 0) >= served &&
         (active === undefined || Number(m[1]) === active);
     },
     // Served only grows: what is wanted is in the last message or in later ones.
@@ -291,7 +294,7 @@ export async function statusShows(proxy: Watched, served: number, active?: numbe
     NEVER_MS,
   ).catch(() => {
     throw new Error(
-      `${proxy.name}: no STATUS= with ${served} served` +
+      `${proxy.name}: no STATUS= with ${served} served or failed` +
         (active === undefined ? "" : ` and ${active} active`) +
         ` within ${NEVER_MS / 1000} s; the last: ${proxy.notify.messages.at(-1)?.STATUS}; ` +
         `its stderr ends:\n${proxy.process.stderr.trimEnd().split("\n").slice(-30).join("\n")}`,

@@ -2,13 +2,21 @@
  * The Deno we run on: the oldest release the program is tested on, and what to say when the one
  * running is older. Pure: the version is given.
  *
- * The floor was measured by running the program under every minor release from 2.0 to 2.9
- * (README, "Run from a URL"): before 2.7.12 `node:net` cannot adopt a file descriptor at all;
- * 2.7.12 to 2.7.14 "adopt" a TCP socket by opening a listener of their own on a random port and
- * never serve the passed one; 2.8.0 to 2.8.2 cannot adopt Unix sockets, nor send sd_notify
- * datagrams from an abstract socket; 2.8.3 serves both, but a client that resets its connection
- * goes unnoticed (on either data path), so its backend connection stays open. 2.9.0 passes
- * everything.
+ * The floor was measured with the integration tests run on the bundle under each Deno
+ * (`deno task matrix`, with the floor lowered to let them run): the last patch of every minor
+ * release from 2.0 to 2.8, 2.8.2, 2.9.0 and 2.9.6; each failure was then reproduced on its own
+ * across the patch releases. Since the engine drives every socket through libc, how Deno adopts
+ * sockets no longer matters (the old floor's reason); what breaks is elsewhere:
+ * - before 2.9.0 a program may not signal itself without `--allow-run` (denoland/deno#34382
+ *   lifted that): the proxy does, to have Deno trim memory once idle (`reclaim.ts`), and on
+ *   2.8.3 it died of it ("Uncaught NotCapable: Requires run access"), a second after its first
+ *   100 connections had all closed;
+ * - before 2.8.3 Deno's Unix datagram sockets take no abstract address (denoland/deno#31660):
+ *   the sender of sd_notify and journal messages is one, so none is sent, even to
+ *   /run/systemd/notify, and a `Type=notify` unit never becomes ready;
+ * - before 2.5.4 `node:fs` says a socket is not one, so a connection on standard input (inetd
+ *   style, `Accept=yes`) goes unrecognised: "Didn't get any sockets passed in", exit 1.
+ * 2.9.0 passes everything.
  * @module
  */
 
@@ -39,7 +47,8 @@ export function isBelow(version: string, floor: string = DENO_FLOOR): boolean {
 export function floorProblem(version: string): string | null {
   if (!isBelow(version)) return null;
   return `This is Deno ${version}; socket-proxyd needs Deno ${DENO_FLOOR} or later, the first ` +
-    "whose node:net serves the sockets a service manager passes in (older ones cannot adopt " +
-    "them, or adopt them without serving them). Upgrade Deno (deno upgrade), or install the " +
-    "socket-proxyd package, which brings its own.";
+    "that lets a program signal itself, as the proxy does to give memory back when idle (older " +
+    "ones end it there for want of --allow-run, and before 2.8.3 it cannot notify the service " +
+    "manager either). Upgrade Deno (deno upgrade), or install the socket-proxyd package, which " +
+    "brings its own.";
 }

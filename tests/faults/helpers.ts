@@ -89,9 +89,14 @@ export interface LimitedStart {
 export class LimitedProxy {
   constructor(readonly process: Process, readonly pid: number) {}
 
-  /** What the proxy uses now. */
+  /** What the proxy uses now; if it has exited, an error that shows what it logged. */
   usage(): Usage {
-    return usage(this.pid);
+    try {
+      return usage(this.pid);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new Error(`the proxy (pid ${this.pid}) has exited; it logged:\n${this.stderr}`);
+    }
   }
 
   /** Its limit on open files. */

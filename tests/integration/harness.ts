@@ -14,7 +14,7 @@ const permissions = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).permis
 /**
  * The deployment permission set (`proxy` in deno.json) as explicit flags, for a Deno that runs
  * the program without our deno.json: the README's line for running from a URL. (No
- * `--unstable-vsock`: Deno before 2.2 does not know it; only vsock targets need it.)
+ * `--unstable-vsock`: Deno before 2.2.10 does not know it; only vsock targets need it.)
  */
 export const DEPLOYMENT_FLAGS: string[] = [
   "--no-prompt",

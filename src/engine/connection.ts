@@ -7,8 +7,8 @@
  * acts on it when it can. Bytes read from one side are written to the other at once, through
  * the one buffer every connection shares (the event loop handles one socket at a time), so an
  * idle connection holds no buffer at all. When the other side does not take them all, the rest
- * is kept for that side alone and reading stops until it has taken them (backpressure: memory
- * bounded by one read per direction). End of stream on one side becomes a half-close
+ * is kept for that side alone, in a buffer borrowed from a small pool until it has taken them,
+ * and reading stops meanwhile (backpressure: memory bounded by one read per direction). End of stream on one side becomes a half-close
  * (`shutdown(SHUT_WR)`) of the other once its bytes are out; when both directions have ended,
  * both sockets are closed (the last direction's FIN comes with the close, one system call
  * sooner). An error on either side, a reset say, closes both at once, even while the
@@ -50,6 +50,10 @@ export interface ConnectionHost {
   /** The buffer every connection reads into, and its size as the C size it is passed as. */
   readonly buffer: Uint8Array;
   readonly bufferSize: bigint;
+  /** A buffer of the same size for bytes a side has not taken yet, to give back when it has. */
+  borrow(): Uint8Array;
+  /** Takes back a buffer from {@link borrow}. */
+  giveBack(buffer: Uint8Array): void;
   /** Called once, when the connection is over and both its sockets are closed. */
   ended(connection: Connection, error: Error | null): void;
 }
@@ -65,8 +69,10 @@ export class Side implements Pollable {
   eof = false;
   /** Writing to it was shut down. */
   shut = false;
-  /** Bytes read from the other side that it has not taken yet. */
+  /** Bytes read from the other side that it has not taken yet... */
   pending: Uint8Array | null = null;
+  /** ...in this buffer, borrowed from the host while they wait. */
+  spare: Uint8Array | null = null;
   /** Bytes read from it. */
   bytes = 0;
   other: Side = this;
@@ -191,7 +197,7 @@ export class Connection {
       }
       this.host.libc.call.close(side.fd);
       side.fd = -1;
-      side.pending = null;
+      this.#release(side);
     }
     this.host.ended(this, error);
   }
@@ -214,7 +220,7 @@ export class Connection {
           if (written < 0 && libc.errno() !== ERRNO.EAGAIN) {
             return this.close(new SystemError(libc.errno()));
           }
-          to.pending = buffer.slice(Math.max(written, 0), n);
+          this.#keep(to, buffer.subarray(Math.max(written, 0), n));
           return;
         }
         // A short read emptied the kernel's queue: done, unless its end of stream is next.
@@ -248,7 +254,7 @@ export class Connection {
       to.pending = pending.subarray(written);
       return true;
     }
-    to.pending = null;
+    this.#release(to);
     const from = to.other;
     if (from.eof) this.#ended(from);
     else if (from.readable) this.#pump(from);
@@ -271,6 +277,21 @@ export class Connection {
       if (errno !== ERRNO.ENOTCONN) return this.close(new SystemError(errno));
     }
     to.shut = true;
+  }
+
+  /** Keeps `bytes` (in the shared buffer now) for `to`, in a buffer borrowed for the wait. */
+  #keep(to: Side, bytes: Uint8Array): void {
+    const spare = to.spare ??= this.host.borrow();
+    spare.set(bytes);
+    to.pending = spare.subarray(0, bytes.length);
+  }
+
+  /** `side` has taken what it had pending (or is closed): its buffer goes back. */
+  #release(side: Side): void {
+    side.pending = null;
+    if (side.spare === null) return;
+    this.host.giveBack(side.spare);
+    side.spare = null;
   }
 
   /**

@@ -44,6 +44,13 @@ import { decode, formatSocketAddress, SOCKADDR_MAX, type SocketAddress } from ".
 /** The buffer every connection reads into: big enough for bulk transfers in few calls. */
 export const BUFFER_SIZE = 256 * 1024;
 
+/**
+ * Buffers kept for sides that must hold bytes their peer has not taken (a slow reader): one is
+ * borrowed per stall and given back once the bytes are out, so a bulk transfer to a slow client
+ * allocates none after its first stall. Beyond this many, given-back buffers are let go (4 MiB).
+ */
+export const SPARES_KEPT = 16;
+
 /** Clients accepted from one listener per readiness, so that other sockets get their turn. */
 export const ACCEPTS_PER_TURN = 64;
 
@@ -146,6 +153,8 @@ interface Kept {
 export class StreamRelay implements ConnectionHost {
   readonly buffer: Uint8Array = new Uint8Array(BUFFER_SIZE);
   readonly bufferSize: bigint = BigInt(BUFFER_SIZE);
+  /** Buffers given back, for the next side that must keep bytes (see {@link SPARES_KEPT}). */
+  readonly #spares: Uint8Array[] = [];
   readonly #options: StreamOptions;
   readonly #admission: Admission<Admitted>;
   readonly #refusals = new Refusals();
@@ -484,6 +493,14 @@ export class StreamRelay implements ConnectionHost {
   #clientName(admitted: Admitted, fd: number): string {
     const client = admitted.client ?? peerSockaddr(this.libc, fd);
     return client === null ? "a client that has gone" : formatPeer(client);
+  }
+
+  borrow(): Uint8Array {
+    return this.#spares.pop() ?? new Uint8Array(BUFFER_SIZE);
+  }
+
+  giveBack(buffer: Uint8Array): void {
+    if (this.#spares.length < SPARES_KEPT) this.#spares.push(buffer);
   }
 
   /** A connection is over: its slot goes to the next waiting client, if any. */

@@ -18,6 +18,8 @@ function hostOf(poller: Poller, size = 256 * 1024) {
     buffer,
     bufferSize: BigInt(size),
     ended: (_connection, error) => ended.resolve(error),
+    borrow: () => new Uint8Array(size),
+    giveBack: () => {},
   };
   return { host, ended: ended.promise };
 }

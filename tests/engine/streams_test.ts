@@ -1,5 +1,5 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { type StreamOptions, StreamRelay } from "../../src/engine/streams.ts";
+import { SPARES_KEPT, type StreamOptions, StreamRelay } from "../../src/engine/streams.ts";
 import { openListener } from "../../src/engine/listeners.ts";
 import { type LogWriter, setLogWriter, writerFor } from "../../src/service/log.ts";
 import type { Target } from "../../src/cli/target.ts";
@@ -191,5 +191,33 @@ Deno.test("StreamRelay: the drain closes what is still open at its timeout, and 
   } finally {
     await proxy.close();
     backend.close();
+  }
+});
+
+Deno.test("StreamRelay: buffers for bytes a side has not taken are lent and taken back, a few kept", async () => {
+  const { poller, close } = testPoller();
+  try {
+    const relay = new StreamRelay(libc, poller, {
+      connectionsMax: 1,
+      whenFull: "refuse",
+      connectionsPerSource: null,
+      proxyProtocol: null,
+      connectTimeoutMs: 0,
+      idleTimeoutMs: Infinity,
+      keepalive: false,
+      onChange: () => {},
+    });
+    const lent = Array.from({ length: SPARES_KEPT + 4 }, () => relay.borrow());
+    equal(new Set(lent).size, lent.length, "each one its own");
+    equal(lent[0].length, relay.buffer.length);
+    for (const buffer of lent) relay.giveBack(buffer);
+    const again = Array.from({ length: SPARES_KEPT + 1 }, () => relay.borrow());
+    equal(
+      again.filter((buffer) => lent.includes(buffer)).length,
+      SPARES_KEPT,
+      "kept, and lent again",
+    );
+  } finally {
+    await close();
   }
 });

@@ -78,18 +78,19 @@ export function logDestination(
 }
 
 /** What {@link oneLine} rewrites: control characters, bidirectional overrides, backslashes. */
-const UNSAFE = /[\p{Cc}\u202a-\u202e\u2066-\u2069\\]/gu;
+const UNSAFE = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/gu;
 
 /**
- * A message as one line that is safe to show: a newline becomes a space, a backslash is
- * doubled, and every other control character (C0, DEL, C1) or bidirectional override becomes
- * an escape (`\x1b`, `\u202e`). Messages carry what clients chose (a Unix client's socket
- * name, say), which must never move a terminal's cursor, recolour a line or fake one.
+ * A message as one line that is safe to show: a newline becomes a space, and every other control
+ * character (C0, DEL, C1) or bidirectional override becomes an escape (`\x1b`, `\u202e`).
+ * Messages carry what clients chose (a Unix client's socket name, say), which must never move a
+ * terminal's cursor, recolour a line or fake one. Backslashes stay as they are: systemd's own
+ * escapes in unit and file names (`socket-proxyd@-run-app\x2da.sock.socket`) read as the operator
+ * wrote them, at the price that `\x1b` in a line may be those four characters.
  */
 export function oneLine(message: string): string {
   return message.replace(UNSAFE, (c) => {
     if (c === "\n") return " ";
-    if (c === "\\") return "\\\\";
     const code = c.charCodeAt(0);
     return code <= 0xff
       ? `\\x${code.toString(16).padStart(2, "0")}`

@@ -97,6 +97,11 @@ export interface RelayOptions {
   readonly reclaimer?: Reclaimer;
 }
 
+/** "1 session", "4 sessions". */
+function sessions(count: number): string {
+  return `${count} session${count === 1 ? "" : "s"}`;
+}
+
 /** A passed datagram socket being served. */
 class DatagramListener {
   token: number | null = null;
@@ -372,9 +377,9 @@ export class Relay {
     const { max, perSource } = this.#admission.limits;
     this.#refusals[why].hit(() =>
       why === "full"
-        ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open)`
+        ? `Hit connection limit, dropping a datagram from a new client (${sessions(max)} open)`
         : `Hit per-source connection limit, dropping a datagram from ` +
-          `${formatSocketAddress(decode(client))} (${perSource} sessions open from ${source})`
+          `${formatSocketAddress(decode(client))} (${sessions(perSource!)} open from ${source})`
     );
   }
 

@@ -118,3 +118,19 @@ Deno.test("the man page states the defaults --help states", () => {
 Deno.test("the man page's version is the package's", () => {
   ok(page.includes(`"socket-proxyd ${config.version}"`), `.TH names version ${config.version}`);
 });
+
+Deno.test("the man page has no control characters (a \\f written as a form feed rendered @NAMER.)", () => {
+  const found = page.split("\n").flatMap((text, i) =>
+    [...text].filter((c) => (c < " " && c !== "\t") || c === "\x7f")
+      .map((c) => `line ${i + 1}: U+${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+  );
+  deepEqual(found, []);
+});
+
+Deno.test("the SYNOPSIS names every target form --help names, and --config=FILE", () => {
+  const synopsis = page.slice(page.indexOf(".SH SYNOPSIS"), page.indexOf(".SH DESCRIPTION"))
+    .split("\n").map(renderLine).filter((line) => line !== null).join(" ");
+  const forms = /\{([^}]*)\}/.exec(HELP.split("\n")[0])![1].split("|");
+  for (const form of forms) ok(synopsis.includes(form), `${form} in "${synopsis}"`);
+  ok(synopsis.includes("--config=FILE"), synopsis);
+});

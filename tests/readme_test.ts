@@ -32,7 +32,18 @@ Deno.test("every option in --help is documented in the README", () => {
 Deno.test("the README's line for running from a URL grants exactly the deployment permission set", () => {
   const words = block(readme, "run-from-url").replaceAll("\\\n", " ").trim().split(/\s+/);
   deepEqual(words.slice(0, 4), [...DEPLOYMENT_ENV, "deno", "run", "-q"], "the environment too");
-  deepEqual(words.slice(4, -2), DEPLOYMENT_FLAGS, "the flags the URL tests run with");
+  // The set's --allow-write=, with the notification socket NOTIFY_SOCKET names in front of it
+  // when a shell finds it set (tests/systemd/notify_grant_test.ts runs the line).
+  const write = `--allow-write=${config.permissions.proxy.write.join(",")}`;
+  const notify = `"--allow-write=\${NOTIFY_SOCKET:+$NOTIFY_SOCKET,}${
+    write.slice("--allow-write=".length)
+  }"`;
+  deepEqual(
+    words.slice(4, -2).map((word) => word === notify ? write : word),
+    DEPLOYMENT_FLAGS,
+    "the flags the URL tests run with",
+  );
+  ok(words.includes(notify), notify);
   match(words.at(-2)!, /^https:\/\/.*\/socket-proxyd\.js$/);
   equal(words.at(-1), "TARGET");
   const set = config.permissions.proxy;

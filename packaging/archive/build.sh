@@ -9,7 +9,8 @@
 # Steps: fetch the pinned Deno from the npm registry and check its sha512 against
 # packaging/deb/deno.pin (packaging/deno.sh, as the Debian package's build does); bundle the
 # program with it (twice, must be identical); per architecture, lay out the archive's tree, pack
-# it twice (from two copies made under different umasks) and fail unless the two are identical;
+# it twice (from two copies made under different umasks) and fail unless the two are identical
+# and it holds exactly the files packaging/archive/contents lists;
 # on this machine's architecture, unpack it into a directory whose name has a space and run the
 # wrapper from there, directly and through a symlink.
 #
@@ -19,9 +20,11 @@
 #   lib/socket-proxyd/deno              Deno, as published on npm
 #   lib/socket-proxyd/socket-proxyd.js  the program (deno task bundle)
 #   lib/systemd/system/                 the template units socket-proxyd@.socket/.service
+#   lib/systemd/user/                   the same for user managers (systemctl --user)
 #   share/man/man8/socket-proxyd.8      the man page
-#   share/doc/socket-proxyd/            README.md (systemd/README.md), copyright (with Deno's
-#                                       licences), examples/ (the units of systemd/)
+#   share/doc/socket-proxyd/            copyright (with Deno's licences) and examples/: every
+#                                       example of systemd/ with their README.md, as the
+#                                       package has them
 #   LICENSE
 # The units run /usr/local/bin/socket-proxyd: link it to bin/socket-proxyd, or point their
 # ExecStart= at it.
@@ -40,6 +43,8 @@ die() { echo "archive/build.sh: $*" >&2 && exit 1; }
 say() { echo "== $*" >&2; }
 # shellcheck source=packaging/deno.sh
 source packaging/deno.sh
+# shellcheck source=packaging/layout.sh
+source packaging/layout.sh
 
 arches=x86_64
 for arg in "$@"; do
@@ -82,37 +87,27 @@ bundle=$(make_bundle "$host_deno" "$version" "$work")
 
 # stage DIR ARCH: lays out the archive's tree as DIR/NAME, prints NAME.
 stage() {
-  local name=socket-proxyd-$version-linux-$2 top doc f
+  local name=socket-proxyd-$version-linux-$2 top doc f unit
   top=$1/$name doc=$1/$name/share/doc/socket-proxyd
-  mkdir -p "$top/bin" "$top/lib/socket-proxyd" "$top/lib/systemd/system" \
-    "$top/share/man/man8" "$doc/examples"
+  mkdir -p "$top/bin" "$top/lib/socket-proxyd" "$top/lib/systemd/system" "$top/lib/systemd/user" \
+    "$top/share/man/man8" "$doc"
   # The wrapper finds the archive's directory from its own path.
-  sed -e 's|^deno=${SOCKET_PROXYD_DENO:-/usr/local/bin/deno}$|# The archive'"'"'s directory, wherever it was unpacked: this file is its bin/socket-proxyd.\
-prefix=$(dirname "$(dirname "$(readlink -f "$0")")")\
-&|' \
-    -e 's|:-/usr/local/bin/deno}$|:-$prefix/lib/socket-proxyd/deno}|' \
-    -e 's|:-/usr/local/lib/socket-proxyd/socket-proxyd.js}$|:-$prefix/lib/socket-proxyd/socket-proxyd.js}|' \
-    systemd/socket-proxyd >"$top/bin/socket-proxyd"
-  [[ $(grep -c -e '^deno=${SOCKET_PROXYD_DENO:-$prefix/lib/socket-proxyd/deno}$' \
-    -e '^program=${SOCKET_PROXYD_PROGRAM:-$prefix/lib/socket-proxyd/socket-proxyd.js}$' \
-    "$top/bin/socket-proxyd") == 2 ]] || die "systemd/socket-proxyd: no deno= and program= defaults to rewrite"
+  archive_wrapper >"$top/bin/socket-proxyd"
   chmod 755 "$top/bin/socket-proxyd"
   cp "$(fetch_deno "$(debian_arch "$2")" "$work")/deno" "$top/lib/socket-proxyd/deno"
   cp "$bundle" "$top/lib/socket-proxyd/socket-proxyd.js"
   cp systemd/socket-proxyd.8 "$top/share/man/man8/"
   cp LICENSE "$top/"
-  cp systemd/README.md "$doc/README.md"
   cp packaging/deb/debian/copyright "$doc/copyright"
-  cp -r systemd/unix-path systemd/namespace systemd/accept systemd/recipes \
-    packaging/deb/examples/8080.conf "$doc/examples/"
-  # The template units as the package ships them, but running /usr/local/bin/socket-proxyd, as
-  # the examples do.
-  for f in packaging/deb/debian/socket-proxyd@.socket packaging/deb/debian/socket-proxyd@.service; do
-    sed 's|^ExecStart=/usr/bin/socket-proxyd |ExecStart=/usr/local/bin/socket-proxyd |' "$f" \
-      >"$top/lib/systemd/system/${f##*/}"
+  copy_examples "$doc/examples"
+  # The template units, system and user, as the package ships them, but running
+  # /usr/local/bin/socket-proxyd, as the examples do.
+  for f in systemd/units/*/socket-proxyd@.*; do
+    unit=lib/systemd/${f#systemd/units/}
+    sed 's|^ExecStart=/usr/bin/socket-proxyd |ExecStart=/usr/local/bin/socket-proxyd |' "$f" >"$top/$unit"
+    [[ $f != *.service ]] || grep -q '^ExecStart=/usr/local/bin/socket-proxyd ' "$top/$unit" ||
+      die "$f: no ExecStart=/usr/bin/socket-proxyd to rewrite"
   done
-  grep -q '^ExecStart=/usr/local/bin/socket-proxyd ' "$top/lib/systemd/system/socket-proxyd@.service" ||
-    die "socket-proxyd@.service: no ExecStart=/usr/bin/socket-proxyd to rewrite"
   echo "$name"
 }
 
@@ -149,6 +144,11 @@ for arch in "${arches[@]}"; do
   (umask 077 && stage "$work/$arch/b" "$arch" >/dev/null)
   pack "$work/$arch/a" "$name" "$work/$arch/$name.tar.gz"
   pack "$work/$arch/b" "$name" "$work/$arch/again.tar.gz"
+  # Every file the archive must hold, and nothing else (the directory's name without its version
+  # and architecture).
+  tar -tzf "$work/$arch/$name.tar.gz" | grep -v '/$' | sed "s|^$name/||" |
+    check_contents packaging/archive/contents
+  say "$name.tar.gz holds exactly the files of packaging/archive/contents"
   cmp -s "$work/$arch/$name.tar.gz" "$work/$arch/again.tar.gz" ||
     die "the two $arch archives (umask 022 and 077) differ: not reproducible"
   say "$name.tar.gz: $(stat -c %s "$work/$arch/$name.tar.gz") bytes, the same from both copies"

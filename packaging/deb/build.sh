@@ -59,6 +59,8 @@ umask 022
 # --- the pinned Deno ---------------------------------------------------------------------------
 # shellcheck source=packaging/deno.sh
 source packaging/deno.sh
+# shellcheck source=packaging/layout.sh
+source packaging/layout.sh
 read_deno_pin
 
 if $check_pin; then
@@ -111,18 +113,19 @@ stage() {
   local src=$1/socket-proxyd-$version f
   mkdir -p "$src/examples" "$src/etc"
   cp -r "$here/debian" "$src/debian"
+  # The template units, system and user, under the names dh_installsystemd and
+  # dh_installsystemduser look for (they install them in /lib/systemd/system and
+  # /usr/lib/systemd/user).
+  cp systemd/units/system/socket-proxyd@.socket systemd/units/system/socket-proxyd@.service \
+    "$src/debian/"
+  cp systemd/units/user/socket-proxyd@.socket "$src/debian/socket-proxyd@.user.socket"
+  cp systemd/units/user/socket-proxyd@.service "$src/debian/socket-proxyd@.user.service"
   cp "$bundle" systemd/socket-proxyd.8 "$src/"
   # The wrapper is systemd/socket-proxyd, with the package's paths as its defaults.
-  sed -e 's|:-/usr/local/bin/deno}|:-/usr/lib/socket-proxyd/deno}|' \
-    -e 's|:-/usr/local/lib/socket-proxyd/socket-proxyd.js}|:-/usr/lib/socket-proxyd/socket-proxyd.js}|' \
-    systemd/socket-proxyd >"$src/socket-proxyd"
-  [[ $(grep -c -e '^deno=${SOCKET_PROXYD_DENO:-/usr/lib/socket-proxyd/deno}$' \
-    -e '^program=${SOCKET_PROXYD_PROGRAM:-/usr/lib/socket-proxyd/socket-proxyd.js}$' \
-    "$src/socket-proxyd") == 2 ]] || die "systemd/socket-proxyd: no deno= and program= defaults to rewrite"
+  package_wrapper >"$src/socket-proxyd"
   cp -r "$(fetch_deno "$2" "$work")" "$src/deno"
   cp -r "$here/etc/socket-proxyd" "$src/etc/"
-  cp -r systemd/unix-path systemd/namespace systemd/dns systemd/transparent systemd/accept systemd/recipes systemd/README.md \
-    "$here/examples/8080.conf" "$src/examples/"
+  copy_examples "$src/examples"
   # The examples run the packaged program.
   grep -rlF 'ExecStart=/usr/local/bin/socket-proxyd' "$src/examples" | grep -q . ||
     die "no ExecStart=/usr/local/bin/socket-proxyd in systemd/: update build.sh"
@@ -226,6 +229,10 @@ for arch in "${arches[@]}"; do
     sha256sum "$deb" "$deb2" | sed "s|$work/||" >&2
     cmp -s "$deb" "$deb2" || die "the two $arch builds differ: not reproducible"
   fi
+  # Every file the package must hold, and nothing else.
+  dpkg-deb --fsys-tarfile "$deb" | tar -t | grep -v '/$' | sed 's|^\./||' |
+    check_contents packaging/deb/contents
+  say "$arch: the package holds exactly the files of packaging/deb/contents"
   smoke "$deb" "$arch"
   if $lintian; then
     say "$arch: lintian"

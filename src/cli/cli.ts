@@ -78,6 +78,7 @@ export class UsageError extends Error {
 export const HELP =
   `socket-proxyd [OPTIONS...] {HOST:PORT|HOST:*|[IPV6]:PORT|/PATH|@ABSTRACT|vsock:CID:PORT}
 socket-proxyd [OPTIONS...] --target=NAME=TARGET... [TARGET]
+socket-proxyd [OPTIONS...] --config=FILE
 
 Bidirectionally proxy local sockets to another (possibly remote) socket.
 Forwards every client of the sockets passed in by the service manager
@@ -85,6 +86,9 @@ Forwards every client of the sockets passed in by the service manager
 
   -h --help                   Show this help
      --version                Show package version
+     --config=FILE            Take the target and more options from FILE:
+                              TARGET= and OPTIONS= lines, as systemd's
+                              EnvironmentFile= (the template units' .conf)
   -c --connections-max=N      Set the maximum number of connections to be
                               accepted (default: ${DEFAULT_CONNECTIONS_MAX})
      --when-full=refuse|wait  At the limit, refuse a new client (default), or

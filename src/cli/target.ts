@@ -195,9 +195,10 @@ export function parseTargetSpec(text: string): TargetSpec {
 export function atPort(spec: TargetSpec, port: number | null): Target {
   if (spec.kind !== "same-port") return spec;
   if (port === null || !Number.isInteger(port) || port < 1 || port > 65535) {
+    const named = formatTarget(spec).replace(/\*$/, "PORT");
     throw new RangeError(
       `the target ${formatTarget(spec)} takes the listener's port, and this listener has none ` +
-        "(a Unix socket); give it a target with a port (--target=NAME=HOST:PORT)",
+        `(a Unix socket); name the port: ${named} (TARGET=${named} in a template instance's .conf)`,
     );
   }
   return { kind: "tcp", host: spec.host, port };

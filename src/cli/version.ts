@@ -7,3 +7,9 @@
 
 /** The package version. */
 export const VERSION = "0.1.0";
+
+/**
+ * The name the process shows in `systemctl status` ("Main PID: 1234 (socket-proxyd)"), `ps -e`
+ * and `top`, in place of "deno" (see `engine/libc.ts`, `nameProcess`).
+ */
+export const PROCESS_NAME = "socket-proxyd";

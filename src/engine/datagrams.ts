@@ -147,6 +147,11 @@ export interface RelayOptions {
   readonly transparent?: Transparent | null;
 }
 
+/** "1 session", "4 sessions". */
+function sessions(count: number): string {
+  return `${count} session${count === 1 ? "" : "s"}`;
+}
+
 /** A passed datagram socket being served. */
 class DatagramListener {
   token = 0;
@@ -467,9 +472,9 @@ export class Relay {
     const { max, perSource } = this.#admission.limits;
     this.#log[why].hit(() =>
       why === "full"
-        ? `Hit connection limit, dropping a datagram from a new client (${max} sessions open)`
+        ? `Hit connection limit, dropping a datagram from a new client (${sessions(max)} open)`
         : `Hit per-source connection limit, dropping a datagram from ` +
-          `${formatSocketAddress(decode(client))} (${perSource} sessions open from ${source})`
+          `${formatSocketAddress(decode(client))} (${sessions(perSource!)} open from ${source})`
     );
   }
 

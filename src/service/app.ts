@@ -7,7 +7,7 @@ import { ActivationError, takeListenEnv } from "./activation.ts";
 import { HELP, type Options, parseCommandLine, UsageError } from "../cli/cli.ts";
 import { ConfigError, expandConfig } from "../cli/config.ts";
 import { Engine, openEngineLibc } from "../engine/engine.ts";
-import { type Libc, openFilesLimit } from "../engine/libc.ts";
+import { type Libc, nameProcess, openFilesLimit } from "../engine/libc.ts";
 import {
   DeferredWriter,
   flushLog,
@@ -30,7 +30,7 @@ import { planProblem } from "../engine/transparent.ts";
 import { identify } from "./stdio.ts";
 import { formatTarget, type TargetSpec } from "../cli/target.ts";
 import { formatTimespan } from "../cli/timespan.ts";
-import { VERSION } from "../cli/version.ts";
+import { PROCESS_NAME, VERSION } from "../cli/version.ts";
 
 export { VERSION };
 
@@ -155,6 +155,7 @@ async function serve(options: Options): Promise<number> {
     const tooOld = floorProblem(Deno.version.deno);
     if (tooOld !== null) throw new StartError(tooOld);
     libc = openEngineLibc();
+    nameProcess(libc, PROCESS_NAME);
     const plan = await planFromEnvironment(options, libc);
     const service = new Service(options, plan, end, libc);
     await service.open();

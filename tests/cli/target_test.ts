@@ -545,7 +545,7 @@ Deno.test("atPort: HOST:* becomes HOST:PORT; other targets stay as they are", ()
 
 Deno.test("atPort: HOST:* and a listener without a port (a Unix socket) is refused with the reason", () => {
   const message = "the target 10.0.0.2:* takes the listener's port, and this listener has none " +
-    "(a Unix socket); give it a target with a port (--target=NAME=HOST:PORT)";
+    "(a Unix socket); name the port: 10.0.0.2:PORT (TARGET=10.0.0.2:PORT in a template instance's .conf)";
   throwsRange(() => atPort({ kind: "same-port", host: "10.0.0.2" }, null), message);
   throwsRange(() => atPort({ kind: "same-port", host: "10.0.0.2" }, 0), message);
 });

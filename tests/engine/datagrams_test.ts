@@ -125,7 +125,7 @@ Deno.test("Relay: over sessionsMax a new client is dropped and counted; the line
     );
     equal(backend.received, 2);
     deepEqual(proxy.lines, [
-      "warning: Hit connection limit, dropping a datagram from a new client (1 sessions open)",
+      "warning: Hit connection limit, dropping a datagram from a new client (1 session open)",
     ]);
   } finally {
     await proxy.close();
@@ -150,7 +150,7 @@ Deno.test("Relay: over sessionsPerSource a new client from that address is dropp
     equal(proxy.relay.counts.dropped, 1);
     deepEqual(proxy.lines, [
       "warning: Hit per-source connection limit, dropping a datagram from " +
-      `127.0.0.1:${second.port} (1 sessions open from 127.0.0.1)`,
+      `127.0.0.1:${second.port} (1 session open from 127.0.0.1)`,
     ]);
   } finally {
     await proxy.close();

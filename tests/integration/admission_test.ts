@@ -353,7 +353,7 @@ Deno.test("HOST:* and a Unix listener: refused at start-up with the reason", asy
   equal(code, 1);
   match(
     stderr,
-    /Cannot serve the socket on fd 3 \("unknown"\): the target 127\.0\.0\.2:\* takes the listener's port, and this listener has none \(a Unix socket\); give it a target with a port \(--target=NAME=HOST:PORT\)\./,
+    /Cannot serve the socket on fd 3 \("unknown"\): the target 127\.0\.0\.2:\* takes the listener's port, and this listener has none \(a Unix socket\); name the port: 127\.0\.0\.2:PORT \(TARGET=127\.0\.0\.2:PORT in a template instance's \.conf\)\./,
   );
   ok(!stderr.includes("Forwarding"), stderr);
 

@@ -255,7 +255,10 @@ Deno.test("-c counts stream connections and datagram sessions apart", async () =
     deepEqual([counts.sessions, counts.forwarded, counts.dropped], [1, 2, 1]);
     equal(counts.refusedBecause, "1 over --connections-max");
     match(proxy.stderr, /Hit connection limit, refusing connection/);
-    match(proxy.stderr, /Hit connection limit, dropping a datagram from a new client \(1 sessions/);
+    match(
+      proxy.stderr,
+      /Hit connection limit, dropping a datagram from a new client \(1 session open\)/,
+    );
   } finally {
     held?.close();
     await first.close();

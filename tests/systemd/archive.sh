@@ -24,6 +24,17 @@ install_archive() {
   [[ $out == "socket-proxyd $DEB_VERSION (Deno "* ]] || die "archive: --version printed: $out"
   ok "archive: unpacked into $top, in a container without Deno, Node or the package;" \
     "the wrapper runs through a symlink: $out"
+  # Every example directory the READMEs' install steps cd into, and the README the units name.
+  local dirs dir
+  dirs=$(grep -ho 'cd /usr/share/doc/socket-proxyd/examples/[^ ]*' "$repo/systemd/README.md" \
+    "$repo/systemd/recipes/README.md" | sed 's|.*/examples/||' | sort -u)
+  [ "$(wc -l <<<"$dirs")" -ge 8 ] || die "archive: only these install steps cd into examples: $dirs"
+  for dir in $dirs README.md; do
+    ct test -e "$top/share/doc/socket-proxyd/examples/$dir" ||
+      die "archive: no share/doc/socket-proxyd/examples/$dir"
+  done
+  ok "archive: share/doc/socket-proxyd/examples/ has README.md and every directory the READMEs'" \
+    "install steps cd into: $(tr '\n' ' ' <<<"$dirs")"
 
   block=$(readme_block "$readme" "install-$name")
   block=${block/cd \/usr\/share\/doc\/socket-proxyd\/examples\/$name/cd $top/share/doc/socket-proxyd/examples/$name}

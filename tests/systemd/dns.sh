@@ -13,7 +13,12 @@
 #     to as many datagrams forwarded and returned (and at most as many sessions), none dropped;
 #     the socket's queue dropped nothing;
 #   - with a drop-in --exit-idle-time=3s, the proxy exits only once the query's session has
-#     been idle for --idle-timeout (5s) and then 3s more, and the next query starts it again.
+#     been idle for --idle-timeout (5s) and then 3s more, and the next query starts it again;
+#   - dnsmasq killed while four clients keep querying: the queries lost and the time until all
+#     are answered again; dnsmasq started again by systemd (Restart=), the proxy kept; a dnsmasq
+#     that cannot start (a bad option in its conf), tried again and again while queries fail,
+#     then the README's recovery, `systemctl restart proxy-to-dnsmasq.socket`, typed at once
+#     after the fix.
 
 DNS_README=$repo/systemd/README.md
 DNS_SERVICE=proxy-to-dnsmasq.service
@@ -237,6 +242,62 @@ dns_idle() {
   ct systemctl daemon-reload
 }
 
+# dns_timed_loops SECONDS N: N clients, each querying again and again for SECONDS, one query at a
+# time, no retry, 2 s timeout; each query is a line "END_NS ok" or "END_NS failed" in $work/dnst.*.
+dns_timed_loops() {
+  local seconds=$1 n=$2 i
+  rm -f "$work"/dnst.*
+  for i in $(seq "$n"); do
+    ct timeout $((seconds + 60)) sh -c '
+      end=$(($(date +%s) + $1))
+      while [ "$(date +%s)" -lt "$end" ]; do
+        answer=$(dig +short +tries=1 +timeout=2 @127.0.0.1 "$2" A 2>&1)
+        if [ "$answer" = "$3" ]; then echo "$(date +%s%N) ok"; else echo "$(date +%s%N) failed"; fi
+      done' sh "$seconds" "$dns_name" "$dns_address" >"$work/dnst.$i" 2>&1 &
+    background+=($!)
+  done
+}
+
+# dns_crash: dnsmasq killed (SIGKILL) while four clients keep querying: systemd starts it again a
+# second later (Restart=), into the namespace the proxy holds, and the proxy keeps running.
+# Counts the queries lost and the time until every client is answered again.
+dns_crash() {
+  local proxy backend killed pid queries lost first_ok recovered file
+  ct timeout 60 systemctl start "$DNS_SERVICE" || die "dns: could not start $DNS_SERVICE"
+  proxy=$(prop MainPID "$DNS_SERVICE")
+  backend=$(prop MainPID "$DNS_BACKEND")
+  dns_timed_loops 12 4
+  sleep 3
+  killed=$(date +%s%N)
+  ct sh -c 'kill -KILL "$1"' sh "$backend"
+  for pid in "${background[@]}"; do wait "$pid" || true; done
+  background=()
+  queries=$(cat "$work"/dnst.* | wc -l)
+  lost=$(cat "$work"/dnst.* | grep -c ' failed$' || true)
+  # When each client was answered again: its first answer after the kill; the last of these.
+  recovered=0
+  for file in "$work"/dnst.*; do
+    first_ok=$(awk -v k="$killed" '$1 > k && $2 == "ok" { print $1; exit }' "$file")
+    [ -n "$first_ok" ] || die "dns: a client got no answer after dnsmasq was killed: $(tail -n 3 "$file")"
+    [ "$first_ok" -le "$recovered" ] || recovered=$first_ok
+  done
+  [ "$(prop MainPID "$DNS_SERVICE")" = "$proxy" ] || die "dns: the proxy did not keep running"
+  [ "$(prop MainPID "$DNS_BACKEND")" != "$backend" ] && [ "$(prop ActiveState "$DNS_BACKEND")" = active ] ||
+    die "dns: dnsmasq was not started again"
+  # At most two per client: the query in flight at the kill, and one sent in the second before
+  # dnsmasq was back (each lost query costs its client dig's 2 s timeout).
+  [ "$lost" -le 8 ] || die "dns: $lost of $queries queries lost to the crash"
+  ok "dns: kill -9 of dnsmasq while 4 clients kept querying (dig +tries=1 +timeout=2): systemd" \
+    "started it again (pid $backend -> $(prop MainPID "$DNS_BACKEND"), Restart=) and the proxy kept" \
+    "running (pid $proxy); $lost of $queries queries lost; every client answered again" \
+    "$(((recovered - killed) / 1000000)) ms after the kill (a lost query's 2 s timeout included)"
+}
+
+# dns_client: one query, answered correctly (for the recovery checks).
+dns_client() {
+  [ "$(ct timeout 10 dig +short +tries=1 +timeout=2 @127.0.0.1 "$dns_name" A)" = "$dns_address" ]
+}
+
 part_dns() {
   echo "== dns: port 53 (UDP and TCP) -> dnsmasq on 127.0.0.1:53 in its private network namespace"
   DIAG_UNITS="$DNS_SOCKET $DNS_SERVICE $DNS_BACKEND"
@@ -249,5 +310,10 @@ part_dns() {
   dns_namespaces
   dns_restarts
   dns_idle
+  dns_crash
+  check_crash_recovery dns "$DNS_SERVICE" "$DNS_BACKEND" dns_client
+  check_fix_recovery dns "$DNS_SOCKET" "$DNS_BACKEND" \
+    'echo no-such-option-e2e >>/etc/dnsmasq-private.conf' \
+    'sed -i /^no-such-option-e2e$/d /etc/dnsmasq-private.conf' dns_client
   stop_container
 }

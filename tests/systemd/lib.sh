@@ -13,10 +13,18 @@
 # scratch+=(DIR) for host directories to remove at the end.
 
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,nginx-light,curl,man-db,dnsmasq-base,bind9-dnsutils
+# libpam-systemd, dbus-user-session: a user manager for a lingering user (part "user");
+# podman, containernetworking-plugins, uidmap, slirp4netns, catatonit, busybox-static: the
+# rootless podman recipe, with an image made on the spot from busybox (nothing is pulled);
+# socat: Unix datagram clients.
+PACKAGES=systemd,systemd-sysv,dbus,nginx-light,curl,man-db,dnsmasq-base,bind9-dnsutils,\
+libpam-systemd,dbus-user-session,podman,containernetworking-plugins,uidmap,slirp4netns,catatonit,\
+busybox-static,socat
 CACHE=${SOCKET_PROXYD_TEST_CACHE:-/var/cache/socket-proxyd-test-rootfs}
-ROOTFS=$CACHE/$SUITE
-STAMP="suite=$SUITE packages=$PACKAGES layout=1"
+STAMP="suite=$SUITE packages=$PACKAGES layout=2"
+# One directory per package set, so that checkouts with different sets (branches) sharing the
+# cache never rebuild each other's.
+ROOTFS=$CACHE/$SUITE-$(printf '%s' "$STAMP" | sha256sum | cut -c 1-12)
 TIMEOUT=${SOCKET_PROXYD_TEST_TIMEOUT:-2700}
 CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 DIAG_UNITS="proxy-to-nginx.socket proxy-to-nginx.service nginx.service"
@@ -185,6 +193,10 @@ SOCKET_PROXYD_TEST_MIRROR"
     die "debootstrap failed (log: $CACHE/debootstrap.log)"
   fi
   rm -f "$ROOTFS.new"/var/cache/apt/archives/*.deb
+  # podman's system units, which the package enables, fail at boot in a container whose root is
+  # an overlay ("'overlay' is not supported over overlayfs"); the tests use rootless podman only.
+  chroot "$ROOTFS.new" systemctl disable --quiet podman.service podman.socket \
+    podman-restart.service podman-auto-update.timer || die "could not disable podman's system units"
   mv "$ROOTFS.new" "$ROOTFS"
   echo "$STAMP" >"$ROOTFS.stamp"
 }
@@ -305,4 +317,72 @@ install_package() {
   cp "$1" "$root/var/tmp/$name"  # (/tmp is the container's own tmpfs)
   ct timeout 300 env DEBIAN_FRONTEND=noninteractive apt-get install -y "/var/tmp/$name" \
     >"$work/apt-$name.log" 2>&1 || die "apt install ./$name failed: $(cat "$work/apt-$name.log")"
+}
+
+# The service manager the recovery checks below talk to: the container's system manager, or a
+# user's (`SYSTEMCTL=(runuser -u USER -- env XDG_RUNTIME_DIR=... systemctl --user)`).
+SYSTEMCTL=(systemctl)
+
+# sctl ARG...: systemctl of $SYSTEMCTL's manager, in the container.
+sctl() {
+  ct timeout 60 "${SYSTEMCTL[@]}" "$@"
+}
+
+# sprop PROPERTY UNIT: one property of UNIT in $SYSTEMCTL's manager.
+sprop() {
+  sctl show -p "$1" --value "$2"
+}
+
+# check_crash_recovery NAME PROXY BACKEND CLIENT...: kills BACKEND's main process (SIGKILL) while
+# PROXY serves: systemd must start BACKEND again by itself (Restart=) while PROXY keeps running,
+# and the next client, CLIENT (a command that succeeds when served), must be served at its first
+# try.
+check_crash_recovery() {
+  local name=$1 proxy=$2 backend=$3 p0 b0 b1 t0 t1
+  shift 3
+  "$@" >/dev/null 2>&1 || die "$name: the client is not served before the crash: $("$@" 2>&1)"
+  p0=$(sprop MainPID "$proxy")
+  b0=$(sprop MainPID "$backend")
+  [ "$p0" != 0 ] && [ "$b0" != 0 ] || die "$name: $proxy ($p0) or $backend ($b0) is not running"
+  t0=$(date +%s%N)
+  ct sh -c 'kill -KILL "$1"' sh "$b0"
+  wait_until 60 eval '[ "$(sprop ActiveState "$backend")" = active ] &&
+    b1=$(sprop MainPID "$backend") && [ "$b1" != 0 ] && [ "$b1" != "$b0" ]' ||
+    die "$name: $backend was not started again: $(sprop ActiveState "$backend")"
+  t1=$(date +%s%N)
+  [ "$(sprop MainPID "$proxy")" = "$p0" ] || die "$name: $proxy did not keep running"
+  "$@" >/dev/null 2>&1 || die "$name: the first client after the crash was not served: $("$@" 2>&1)"
+  ok "$name: kill -9 of $backend (pid $b0): systemd started it again by itself (pid $b1," \
+    "$(((t1 - t0) / 1000000)) ms after the kill, Restart=); $proxy kept running (pid $p0), and" \
+    "the next client was served at its first try"
+}
+
+# check_fix_recovery NAME SOCKET BACKEND BREAK FIX CLIENT...: runs the shell command BREAK (which
+# makes BACKEND fail to start) in the container and kills BACKEND: systemd tries it again and
+# again, the clients meanwhile (CLIENT) fail, and the socket keeps listening; then FIX, and at
+# once `systemctl restart SOCKET`, the documented recovery: the next client must be served.
+check_fix_recovery() {
+  local name=$1 socket=$2 backend=$3 break=$4 fix=$5 pid clients=0 failed=0 restarts
+  shift 5
+  ct sh -euc "$break" || die "$name: could not break $backend"
+  pid=$(sprop MainPID "$backend")
+  [ "$pid" = 0 ] || ct sh -c 'kill -KILL "$1"' sh "$pid"
+  restarts=$(sprop NRestarts "$backend")
+  until [ "$(sprop NRestarts "$backend")" -ge $((restarts + 3)) ]; do
+    [ "$clients" -lt 60 ] || die "$name: $backend is not being restarted: $(sprop ActiveState "$backend")"
+    "$@" >/dev/null 2>&1 || failed=$((failed + 1))
+    clients=$((clients + 1))
+  done
+  [ "$failed" -gt 0 ] || die "$name: $clients clients were served while $backend was broken"
+  [ "$(sprop ActiveState "$socket")" = active ] ||
+    die "$name: $socket is $(sprop ActiveState "$socket") ($(sprop Result "$socket")) meanwhile"
+  restarts=$(($(sprop NRestarts "$backend") - restarts))
+  ct sh -euc "$fix" || die "$name: could not fix $backend"
+  sctl restart "$socket" || die "$name: systemctl restart $socket failed right after the fix"
+  "$@" >/dev/null 2>&1 ||
+    die "$name: not served after the fix and an immediate restart of $socket: $("$@" 2>&1)" \
+      "($backend: $(sprop ActiveState "$backend"), $(sprop Result "$backend"))"
+  ok "$name: with $backend broken, systemd tried it again and again ($restarts restarts) while" \
+    "$failed of $clients clients failed and $socket kept listening; fixed," \
+    "\`systemctl restart $socket\` typed at once served the next client"
 }

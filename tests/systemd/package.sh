@@ -1,13 +1,15 @@
 # Part "package" of tests/systemd/run.sh: the package's life on a server.
 #   - installed, with the unix-path scenario and a ready-to-enable template instance
-#     (socket-proxyd@8081.socket, forwarding to port 80) serving;
+#     (socket-proxyd@8081.socket, forwarding to port 80) serving, and a lingering user's instance
+#     of the user templates (socket-proxyd@8124.socket, systemctl --user);
 #   - upgraded in place to the next version (the package with its version raised) while four
 #     clients keep connecting through both sockets: no request fails, no
 #     connection is refused; the running proxies are left as they are, on the old files, until
 #     their next start, which runs the new ones;
-#   - removed, then purged: no file of the package is left, no user was ever created, its units
-#     are gone; the operator's own units (copied from the examples) and conf
-#     (/etc/socket-proxyd/8081.conf) stay, theirs to remove.
+#   - removed, then purged: both instances are stopped (the user's by her manager), no file of
+#     the package is left, no user was ever created, its units are gone; the operator's own units
+#     (copied from the examples) and conf (/etc/socket-proxyd/8081.conf) stay, theirs to remove,
+#     as does the user's conf in her home.
 
 # The next version of $DEB: the same package with its version one patch higher, in its control
 # file and in the program (so that --version tells them apart). Same files, same maintainer
@@ -92,11 +94,20 @@ check_remove_purge() {
     >"$work/remove.log" 2>&1 || die "apt-get remove failed: $(cat "$work/remove.log")"
   [ "$(prop ActiveState socket-proxyd@8081.socket)" != active ] ||
     die "the template instance still listens after the removal"
+  [ "$(sprop ActiveState socket-proxyd@8124.socket)" != active ] &&
+    [ "$(sprop LoadState socket-proxyd@8124.socket)" = not-found ] ||
+    die "alice's instance is $(sprop ActiveState socket-proxyd@8124.socket)," \
+      "$(sprop LoadState socket-proxyd@8124.socket) after the removal"
+  ! ct curl -sS -m 5 -o /dev/null http://localhost:8124/ 2>/dev/null ||
+    die "port 8124 still answers after the removal"
+  ct test -f "/home/$USER_NAME/.config/socket-proxyd/8124.conf" ||
+    die "the removal deleted alice's conf"
   # (The conffile's directory counts as the package's until the purge.)
   left=$(left_behind "${files[@]}" | grep -vx /etc/socket-proxyd || true)
   [ "$left" = /etc/socket-proxyd/README ] || die "apt-get remove left behind: $left"
   ok "apt-get remove: the program, the runtime, the units and the docs are gone (only the" \
-    "conffile /etc/socket-proxyd/README stays until purge); the running instance was stopped"
+    "conffile /etc/socket-proxyd/README stays until purge); the running instances were stopped," \
+    "the system's and alice's (her manager forgot the unit; her conf stays, hers to delete)"
 
   ct timeout 120 env DEBIAN_FRONTEND=noninteractive apt-get purge -y socket-proxyd \
     >"$work/purge.log" 2>&1 || die "apt-get purge failed: $(cat "$work/purge.log")"
@@ -127,6 +138,7 @@ part_package() {
   local users_before units_before
   build_next_package
   boot package
+  user_manager
   users_before=$(ct getent passwd | cut -d: -f1 | sort)
   units_before=$(ct systemctl list-unit-files --no-legend --no-pager | awk '{ print $1 }' | sort)
   install_package "$DEB"
@@ -138,7 +150,17 @@ part_package() {
   [ "$(ct curl -sS --fail -m 15 http://localhost:8081/e2e.txt)" = "$token" ] ||
     die "no answer through socket-proxyd@8081.socket"
   ok "socket-proxyd@8081.socket, enabled with a one-line /etc/socket-proxyd/8081.conf, forwards"
+  # And a user's instance, from the user units.
+  as_user 'mkdir -p .config/socket-proxyd
+    printf "TARGET=127.0.0.1:80\n" >.config/socket-proxyd/8124.conf
+    systemctl --user enable --now socket-proxyd@8124.socket' >/dev/null 2>&1 ||
+    die "alice could not enable socket-proxyd@8124.socket"
+  [ "$(ct curl -sS --fail -m 15 http://localhost:8124/e2e.txt)" = "$token" ] ||
+    die "no answer through alice's socket-proxyd@8124.socket"
+  ok "alice's socket-proxyd@8124.socket (systemctl --user), with ~/.config/socket-proxyd/8124.conf," \
+    "forwards"
   check_upgrade
   check_remove_purge "$users_before" "$units_before"
+  SYSTEMCTL=(systemctl)
   stop_container
 }

@@ -9,7 +9,11 @@
 #     nothing; network namespaces are what the scenario says (the backend port unreachable from
 #     outside nginx's); restarts while clients keep connecting refuse or fail no request; a stop
 #     lets a download in flight finish; --exit-idle-time stops the service (with a watchdog
-#     running) and the next connection starts it again.
+#     running) and the next connection starts it again;
+#   - recovery: nginx killed is started again by systemd (the drop-in's Restart=) while the
+#     proxy keeps running, and the next client is served; nginx unable to start (a bad
+#     configuration), tried again and again while clients fail, then the README's
+#     `systemctl restart proxy-to-nginx.socket` typed at once after the fix.
 
 readme=$repo/systemd/README.md
 EXAMPLES=/usr/share/doc/socket-proxyd/examples
@@ -23,6 +27,20 @@ fetch() {
 
 prop() {
   ct timeout 20 systemctl show -p "$1" --value "$2"
+}
+
+# scenario_client: one request through port 80, answered with the test file (5 s at most).
+scenario_client() {
+  [ "$(ct timeout 10 curl -sS --fail -m 5 http://localhost:80/e2e.txt)" = "$token" ]
+}
+
+# check_recovery NAME: nginx killed, and nginx unable to start until fixed (see lib.sh).
+check_recovery() {
+  local name=$1
+  check_crash_recovery "$name" proxy-to-nginx.service nginx.service scenario_client
+  check_fix_recovery "$name" proxy-to-nginx.socket nginx.service \
+    'echo "this is not nginx" >/etc/nginx/conf.d/e2e-broken.conf' \
+    'rm /etc/nginx/conf.d/e2e-broken.conf' scenario_client
 }
 
 service_inactive() {
@@ -321,6 +339,7 @@ scenario_unix_path() {
   check_restarts "$name"
   check_drain "$name"
   check_idle "$name"
+  check_recovery "$name"
   stop_container
 }
 
@@ -351,6 +370,7 @@ scenario_namespace() {
   check_restarts "$name"
   check_drain "$name"
   check_idle "$name"
+  check_recovery "$name"
   stop_container
 }
 

@@ -11,9 +11,11 @@
 #   3 User=media (system user, home /nonexistent), JoinsNamespaceOf= with PrivateNetwork=,
 #     PrivateTmp=, Type=notify: serves, runs as media in the other service's network namespace,
 #     and nothing anywhere is written as media (nor by a bare `systemd-run -p User=media`);
-#   4 a StopWhenUnneeded= backend that takes 2 s to listen, pulled in by Requires=: the first
+#   4 a StopWhenUnneeded= backend that takes 2 s to listen, pulled in by Wants=: the first
 #     client is served (--connect-timeout, no ExecStartPre= polling); with --exit-idle-time=3s
 #     both units stop, and the next client starts both again and is served;
+#   3 and 4: a backend killed is started again by systemd (Restart=) while the proxy keeps
+#     running, and the next client is served;
 #   5 templated instances (127.0.0.1:%i) behind a Unix socket with SocketGroup= and
 #     SocketMode=0660: the file's group and mode, the service's user and group, a client in the
 #     group served, one outside it refused by the file mode.
@@ -265,7 +267,7 @@ shapes_on_demand() {
     [ "$proxy" != 0 ] && [ "$backend" != 0 ] && [ "$proxy" != "$first_proxy" ] ||
       die "shape 4: the $round client did not start both units (proxy $proxy, backend $backend)"
     ok "shape 4: the $round client started on-demand-proxy.service (pid $proxy) and, by" \
-      "Requires=, slow-backend.service (pid $backend), and was served in" \
+      "Wants=, slow-backend.service (pid $backend), and was served in" \
       "$(((t1 - t0) / 1000000)) ms though the backend takes 2 s to listen (--connect-timeout," \
       "no ExecStartPre=)"
     [ "$round" = first ] || break
@@ -339,6 +341,11 @@ shapes_verify() {
   ok "systemd-analyze verify prints nothing for the recipes' 10 units"
 }
 
+# shapes_client PORT: one request to 127.0.0.1:PORT, answered with the test file.
+shapes_client() {
+  [ "$(ct timeout 40 curl -sS --fail -m 35 "http://127.0.0.1:$1/e2e.txt")" = "$shapes_token" ]
+}
+
 part_shapes() {
   local t0=$SECONDS diag_before=$DIAG_UNITS
   DIAG_UNITS="inetd-proxy.socket inetd-proxy@* media-proxy.socket media-proxy.service \
@@ -352,7 +359,9 @@ port-proxy@8080.socket port-proxy@8080.service nginx.service"
   ok "shapes: apt install ./$(basename "$DEB"); the recipes are in $SHAPES_RECIPES"
   shapes_inetd
   shapes_named_user
+  check_crash_recovery "shape 3" media-proxy.service media-server.service shapes_client 8096
   shapes_on_demand
+  check_crash_recovery "shape 4" on-demand-proxy.service slow-backend.service shapes_client 8004
   shapes_templated
   shapes_verify
   stop_container

@@ -7,7 +7,9 @@
 #   span (OPTIONS="--exit-idle-time='5min 20s' -c 50") that reaches the program whole;
 # and a bad start: an instance without its conf, then with a bad TARGET, hammered by clients
 # until systemd stops the socket (service-start-limit-hit); the journal names the file and what
-# is wrong; after the fix, `systemctl restart` of the socket alone serves again.
+# is wrong; after the fix, `systemctl restart` of the socket alone serves again; and datagram
+# sockets on a port (UDP and TCP), an IPv4 address and port (UDP only) and a path (a Unix
+# datagram socket), with the drop-ins of systemd/datagram/.
 
 TEMPLATES_TARGET=127.0.0.1:80
 
@@ -114,6 +116,58 @@ templates_recovery() {
   ok "$address: conf fixed, \`systemctl restart $unit\` (no reset-failed): served at once"
 }
 
+# templates_datagram: the datagram drop-ins of systemd/datagram/ (from the package's examples,
+# with the README's commands) on three instances, each to a real backend: a port for DNS over
+# UDP and TCP to dnsmasq (stream-and-datagram.conf), an IPv4 address and port for UDP alone with
+# TARGET=127.0.0.1:* (datagram-only.conf), and a Unix datagram socket at a path to a UDP echo
+# server (datagram-only.conf).
+templates_datagram() {
+  local block answer pid reply
+  ct systemd-run --quiet --unit=e2e-dnsmasq /usr/sbin/dnsmasq --keep-in-foreground \
+    --conf-file=/dev/null --port=5300 --listen-address=127.0.0.1 --bind-interfaces --no-resolv \
+    --address=/templates.internal/192.0.2.53 --user=root --pid-file= ||
+    die "datagram: could not start dnsmasq on 127.0.0.1:5300"
+  ct systemd-run --quiet --unit=e2e-udp-echo /usr/bin/socat UDP4-RECVFROM:7007,bind=127.0.0.1,fork \
+    SYSTEM:cat || die "datagram: could not start the UDP echo server on 127.0.0.1:7007"
+  block=$(readme_block "$repo/systemd/README.md" install-datagram)
+  [ -n "$block" ] || die "datagram: systemd/README.md has no install-datagram block"
+  ct timeout 120 sh -euxc "$block" >"$work/install.log" 2>&1 ||
+    die "datagram: the README's install steps failed: $(cat "$work/install.log")"
+  wait_until 10 eval 'ct dig +short +tries=1 +timeout=2 -p 5300 @127.0.0.1 templates.internal A | grep -qx 192.0.2.53' ||
+    die "datagram: dnsmasq does not answer on 127.0.0.1:5300"
+
+  answer=$(ct timeout 20 dig +short +tries=1 +timeout=10 -p 5353 @127.0.0.1 templates.internal A)
+  [ "$answer" = 192.0.2.53 ] || die "datagram: 5353, UDP: got '$answer'"
+  pid=$(prop MainPID socket-proxyd@5353.service)
+  answer=$(ct timeout 20 dig +short +tries=1 +timeout=10 +tcp -p 5353 @127.0.0.1 templates.internal A)
+  [ "$answer" = 192.0.2.53 ] || die "datagram: 5353, TCP: got '$answer'"
+  [ "$(prop MainPID socket-proxyd@5353.service)" = "$pid" ] || die "datagram: 5353: a second process"
+  [[ $(prop Listen socket-proxyd@5353.socket | tr '\n' ' ') == *"[::]:5353 (Stream)"*"[::]:5353 (Datagram)"* ]] ||
+    die "datagram: socket-proxyd@5353.socket listens on $(prop Listen socket-proxyd@5353.socket)"
+  ok "datagram: socket-proxyd@5353.socket with stream-and-datagram.conf: one proxy (pid $pid)" \
+    "answers DNS over UDP and TCP from dnsmasq; status \"$(prop StatusText socket-proxyd@5353.service)\""
+
+  answer=$(ct timeout 20 dig +short +tries=1 +timeout=10 -p 5300 @127.0.0.2 templates.internal A)
+  [ "$answer" = 192.0.2.53 ] || die "datagram: 127.0.0.2:5300, UDP: got '$answer'"
+  ! ct timeout 20 dig +short +tries=1 +timeout=3 +tcp -p 5300 @127.0.0.2 templates.internal A >/dev/null 2>&1 ||
+    die "datagram: 127.0.0.2:5300 answers over TCP too"
+  [ "$(prop Listen socket-proxyd@127.0.0.2:5300.socket)" = "127.0.0.2:5300 (Datagram)" ] ||
+    die "datagram: socket-proxyd@127.0.0.2:5300.socket listens on $(prop Listen socket-proxyd@127.0.0.2:5300.socket)"
+  ok "datagram: socket-proxyd@127.0.0.2:5300.socket with datagram-only.conf and" \
+    "TARGET=127.0.0.1:*: UDP only, to port 5300 of 127.0.0.1"
+
+  # A Unix datagram client is answered at its own address: a socket file the proxy's dynamic user
+  # may write to (umask 0), outside its private /tmp.
+  reply=$(ct timeout 20 sh -c 'umask 0; printf "hello over a Unix datagram socket" |
+    socat -t 5 - UNIX-SENDTO:/run/dg.sock,bind=/run/e2e-dg-client.sock; rm -f /run/e2e-dg-client.sock')
+  [ "$reply" = "hello over a Unix datagram socket" ] || die "datagram: /run/dg.sock: got '$reply'"
+  [ "$(prop Listen socket-proxyd@-run-dg.sock.socket)" = "/run/dg.sock (Datagram)" ] ||
+    die "datagram: the path instance listens on $(prop Listen socket-proxyd@-run-dg.sock.socket)"
+  ok "datagram: socket-proxyd@-run-dg.sock.socket with datagram-only.conf: a Unix" \
+    "datagram client of /run/dg.sock gets the UDP echo server's reply"
+  ct systemctl stop e2e-dnsmasq.service e2e-udp-echo.service
+}
+
 part_templates() {
   local t0=$SECONDS diag_before=$DIAG_UNITS
   DIAG_UNITS="socket-proxyd@* nginx.service"
@@ -124,6 +178,7 @@ part_templates() {
   ok "templates: apt install ./$(basename "$DEB")"
   templates_forms
   templates_recovery
+  templates_datagram
   stop_container
   DIAG_UNITS=$diag_before
   echo "== templates: $((SECONDS - t0))s"

@@ -7,7 +7,8 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HELP } from "../../src/cli/cli.ts";
 import { LIBC_CANDIDATES } from "../../src/engine/libc.ts";
-import { DEPLOYMENT_ENV } from "../integration/harness.ts";
+import { DEPLOYMENT_ENV, Process } from "../integration/harness.ts";
+import { PROCESS_NAME } from "../../src/cli/version.ts";
 
 const root = new URL("../../", import.meta.url);
 const ROOT = root.pathname;
@@ -201,6 +202,26 @@ Deno.test("the wrapper grants --config=FILE for reading, and a Unix socket TARGE
     );
   } finally {
     Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("the proxy names itself socket-proxyd (the kernel's name for it), not deno", async () => {
+  const proxy = new Process("sh", [
+    WRAPPER,
+    `--listen=@socket-proxyd-name-test-${crypto.randomUUID()}`,
+    "127.0.0.1:1",
+  ], {
+    SOCKET_PROXYD_DENO: Deno.execPath(),
+    SOCKET_PROXYD_PROGRAM: `${ROOT}dist/socket-proxyd.js`,
+  });
+  try {
+    await proxy.waitForLog(/^Forwarding /m);
+    // The wrapper exec'd Deno, which kept the pid: what ps and `systemctl status` show.
+    const pid = proxy.child.pid;
+    equal(Deno.readTextFileSync(`/proc/${pid}/comm`).trim(), PROCESS_NAME);
+    equal(Deno.readLinkSync(`/proc/${pid}/exe`), Deno.realPathSync(Deno.execPath()));
+  } finally {
+    await proxy.stop();
   }
 });
 

@@ -9,8 +9,13 @@ import { DENO_RUN, MAIN, Process } from "../integration/harness.ts";
 export interface Usage {
   /** Open file descriptors. */
   readonly fds: number;
-  /** Resident set size in KiB. */
+  /** Resident set size in KiB... */
   readonly rssKiB: number;
+  /**
+   * ...and of it, the anonymous part (heaps, buffers): what the process holds. The rest is file
+   * pages, clean and shared: mostly the `deno` binary's code, paged in as it first runs.
+   */
+  readonly anonKiB: number;
   /** CPU time (user + system) in clock ticks. */
   readonly cpuTicks: number;
 }
@@ -20,11 +25,12 @@ export function usage(pid: number): Usage {
   const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const rssKiB = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN);
+  const anonKiB = Number(/^RssAnon:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN);
   // Fields after the command name (which may contain spaces) start with the state (field 3).
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const cpuTicks = Number(fields[11]) + Number(fields[12]); // utime, stime
-  return { fds, rssKiB, cpuTicks };
+  return { fds, rssKiB, anonKiB, cpuTicks };
 }
 
 /** Clock ticks per second of /proc/PID/stat: 100 on every Linux build that matters here. */

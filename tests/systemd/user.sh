@@ -125,12 +125,13 @@ user_template() {
     die "user: $address: the main process is $(ct readlink "/proc/$pid/exe")"
   comm=$(ct cat "/proc/$pid/comm")
   cmdline=$(ct sh -c 'tr "\0" " " <"/proc/$1/cmdline"' sh "$pid" | sed 's/ *$//')
-  [ "$comm" = socket-proxyd ] && [ "$cmdline" = socket-proxyd ] ||
+  # prctl(PR_SET_NAME) names the process; its command line stays the one systemd ran.
+  [ "$comm" = socket-proxyd ] && [[ $cmdline == "/usr/lib/socket-proxyd/deno run "*" /usr/lib/socket-proxyd/socket-proxyd.js "* ]] ||
     die "user: $address: the process is named '$comm', its command line '$cmdline'"
   ok "user: $address: alice enabled $unit (/usr/lib/systemd/user) with" \
     "~/.config/socket-proxyd/$instance.conf; curl got the backend's reply; the service is" \
     "active (READY=1 reached /run/user/$user_uid/systemd/notify), status \"$status\"; the" \
-    "process, the package's deno, names itself socket-proxyd (ps, systemctl status)"
+    "process, the package's deno running its bundle, names itself socket-proxyd (ps -e, top)"
 }
 
 # mount_options MOUNTS PATH: the options of the mount PATH is on, from MOUNTS ("MOUNTPOINT OPTIONS"

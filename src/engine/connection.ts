@@ -8,26 +8,15 @@
  * the one buffer every connection shares (the event loop handles one socket at a time), so an
  * idle connection holds no buffer at all. When the other side does not take them all, the rest
  * is kept for that side alone, in a buffer borrowed from a small pool until it has taken them,
- * and reading stops meanwhile (backpressure: memory bounded by one read per direction).
- *
- * A direction whose read fills the shared buffer is bulk: from then on its bytes go through a
- * pipe of its own, `splice(2)` from the socket into the pipe and from the pipe to the other
- * socket, without being copied to us (two more descriptors while the connection lasts). Bytes
- * the other side has not taken stay in the pipe, and reading stops as with a copy. When no pipe
- * can be had (out of descriptors, or the user's pipe memory spent: `F_SETPIPE_SZ` refused), or
- * the socket cannot be spliced from, the direction goes on copying.
- *
- * End of stream on one side becomes a half-close (`shutdown(SHUT_WR)`) of the other once its
- * bytes are out; when both directions have ended,
+ * and reading stops meanwhile (backpressure: memory bounded by one read per direction). End of stream on one side becomes a half-close
+ * (`shutdown(SHUT_WR)`) of the other once its bytes are out; when both directions have ended,
  * both sockets are closed (the last direction's FIN comes with the close, one system call
  * sooner). An error on either side, a reset say, closes both at once, even while the
  * connection waits on its other side.
  *
  * With edge-triggered readiness a side is read until a read comes back short (the kernel's
  * queue was empty then; anything that comes later is a new edge), and after a short read once
- * more when the peer's end of stream was reported (EPOLLRDHUP), to read it. A splice into a pipe
- * may come back short with more in the queue (the pipe's slots filled first), so a spliced side
- * is read until the kernel says EAGAIN.
+ * more when the peer's end of stream was reported (EPOLLRDHUP), to read it.
  * @module
  */
 import { ERRNO, SystemError } from "./errno.ts";
@@ -53,20 +42,6 @@ const SHUT_WR = 1;
 const SHUT_RDWR = 2;
 const SOL_SOCKET = 1;
 const SO_ERROR = 4;
-const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
-const F_SETPIPE_SZ = 1031;
-const SPLICE_F_MOVE = 1;
-const SPLICE_F_NONBLOCK = 2;
-const SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-
-/** A bulk direction's pipe, as the reference sizes it: as much as one read of the buffer. */
-export const PIPE_SIZE = 256 * 1024;
-
-const PIPE_SIZE_ARGUMENT = BigInt(PIPE_SIZE);
-
-/** Where pipe2 puts the two ends of a new pipe (one connection at a time uses it). */
-const pipeEnds = new Int32Array(2);
 
 /** What a connection needs from the relay that owns it. */
 export interface ConnectionHost {
@@ -98,13 +73,6 @@ export class Side implements Pollable {
   pending: Uint8Array | null = null;
   /** ...in this buffer, borrowed from the host while they wait. */
   spare: Uint8Array | null = null;
-  /** Once the direction to it is bulk, the pipe its bytes are spliced through (else -1)... */
-  pipeRead = -1;
-  pipeWrite = -1;
-  /** ...and the bytes in that pipe it has not taken yet. */
-  piped = 0;
-  /** Whether a pipe was asked for already (a direction that could have none copies for good). */
-  pipeTried = false;
   /** Bytes read from it. */
   bytes = 0;
   other: Side = this;
@@ -201,7 +169,9 @@ export class Connection {
     if ((events & (EPOLLRDHUP | EPOLLHUP)) !== 0) side.peerEnded = true;
     if (!this.#open) return; // The client, while its backend is dialled.
     // Room to write, or a hang-up that the write will explain.
-    if ((events & (EPOLLOUT | EPOLLHUP)) !== 0 && waits(side) && !this.#flush(side)) return;
+    if ((events & (EPOLLOUT | EPOLLHUP)) !== 0 && side.pending !== null && !this.#flush(side)) {
+      return;
+    }
     if (side.readable) this.#pump(side);
   }
 
@@ -228,142 +198,67 @@ export class Connection {
       this.host.libc.call.close(side.fd);
       side.fd = -1;
       this.#release(side);
-      this.#closePipe(side);
     }
     this.host.ended(this, error);
   }
 
   /**
-   * Moves bytes from `from` to the other side, while the kernel has more and the other side
-   * takes them all.
+   * Reads `from` and writes what it gives to the other side, while the kernel has more and the
+   * other side takes it all.
    */
   #pump(from: Side): void {
+    const { libc, buffer, bufferSize } = this.host;
     const to = from.other;
     for (let round = 0; round < ROUNDS; round++) {
-      if (waits(to) || from.eof) return; // Backpressure, or nothing more to come.
-      if (!(to.pipeRead < 0 ? this.#copy(from, to) : this.#splice(from, to))) return;
+      if (to.pending !== null || from.eof) return; // Backpressure, or nothing more to come.
+      const n = libc.call.read(from.fd, buffer, bufferSize);
+      if (n > 0) {
+        from.bytes += n;
+        this.lastActive = this.host.poller.now;
+        const written = libc.call.write(to.fd, buffer, BigInt(n));
+        if (written !== n) {
+          if (written < 0 && libc.errno() !== ERRNO.EAGAIN) {
+            return this.close(new SystemError(libc.errno()));
+          }
+          this.#keep(to, buffer.subarray(Math.max(written, 0), n));
+          return;
+        }
+        // A short read emptied the kernel's queue: done, unless its end of stream is next.
+        if (n < buffer.length && !from.peerEnded) return void (from.readable = false);
+        continue;
+      }
+      if (n === 0) return this.#ended(from);
+      const errno = libc.errno();
+      if (errno === ERRNO.EAGAIN) return void (from.readable = false);
+      if (errno !== ERRNO.EINTR) return this.close(new SystemError(errno));
     }
     // More to read, but others get their turn first.
     this.host.poller.defer(() => this.resume(from));
   }
 
   /**
-   * Reads `from` into the shared buffer and writes that to `to` at once; a read that fills the
-   * buffer makes the direction bulk (see {@link #pipe}).
-   * @returns whether to go on reading.
-   */
-  #copy(from: Side, to: Side): boolean {
-    const { libc, buffer, bufferSize } = this.host;
-    const n = libc.call.read(from.fd, buffer, bufferSize);
-    if (n <= 0) return this.#readFailed(from, n);
-    from.bytes += n;
-    this.lastActive = this.host.poller.now;
-    if (n === buffer.length && !to.pipeTried) this.#pipe(to);
-    const written = libc.call.write(to.fd, buffer, BigInt(n));
-    if (written !== n) {
-      if (written < 0 && libc.errno() !== ERRNO.EAGAIN) {
-        this.close(new SystemError(libc.errno()));
-        return false;
-      }
-      this.#keep(to, buffer.subarray(Math.max(written, 0), n));
-      return false;
-    }
-    // A short read emptied the kernel's queue: done, unless its end of stream is next.
-    if (n < buffer.length && !from.peerEnded) from.readable = false;
-    return from.readable;
-  }
-
-  /**
-   * Splices from `from` into the pipe to `to` (empty now), and from the pipe to `to`.
-   * @returns whether to go on reading.
-   */
-  #splice(from: Side, to: Side): boolean {
-    const { libc } = this.host;
-    const n = libc.call.splice(from.fd, null, to.pipeWrite, null, PIPE_SIZE_ARGUMENT, SPLICE_FLAGS);
-    if (n > 0) {
-      from.bytes += n;
-      this.lastActive = this.host.poller.now;
-      to.piped = n;
-      return this.#drain(to) && to.piped === 0;
-    }
-    if (n < 0 && libc.errno() === ERRNO.EINVAL) {
-      // Not a socket the kernel can splice from: copy, as before.
-      this.#closePipe(to);
-      return true;
-    }
-    return this.#readFailed(from, n);
-  }
-
-  /**
-   * A read (or a splice) of `from` gave `n` (0 or -1): end of stream, an empty queue, or an
-   * error.
-   * @returns whether to go on reading (after EINTR).
-   */
-  #readFailed(from: Side, n: number): boolean {
-    if (n === 0) {
-      this.#ended(from);
-      return false;
-    }
-    const errno = this.host.libc.errno();
-    if (errno === ERRNO.EAGAIN) from.readable = false;
-    else if (errno !== ERRNO.EINTR) this.close(new SystemError(errno));
-    return errno === ERRNO.EINTR;
-  }
-
-  /**
-   * Writes what `to` has pending (in its pipe, or kept from the shared buffer); once it is all
-   * out, reading the other side goes on.
+   * Writes what `to` has pending; once it is all out, reading the other side goes on.
    * @returns false when the connection failed or closed meanwhile.
    */
   #flush(to: Side): boolean {
-    if (to.piped > 0) {
-      if (!this.#drain(to)) return false;
-      if (to.piped > 0) return true;
-    } else if (!this.#write(to)) {
-      return !this.#closed;
-    }
-    const from = to.other;
-    if (from.eof) this.#ended(from);
-    else if (from.readable) this.#pump(from);
-    return !this.#closed;
-  }
-
-  /**
-   * Writes the bytes kept for `to`.
-   * @returns whether they are all out (false too when the connection failed).
-   */
-  #write(to: Side): boolean {
     const pending = to.pending!;
     const { libc } = this.host;
     const written = libc.call.write(to.fd, pending, BigInt(pending.length));
     if (written < 0) {
       const errno = libc.errno();
-      if (errno !== ERRNO.EAGAIN && errno !== ERRNO.EINTR) this.close(new SystemError(errno));
+      if (errno === ERRNO.EAGAIN || errno === ERRNO.EINTR) return true;
+      this.close(new SystemError(errno));
       return false;
     }
     if (written < pending.length) {
       to.pending = pending.subarray(written);
-      return false;
-    }
-    this.#release(to);
-    return true;
-  }
-
-  /**
-   * Splices what `to`'s pipe holds out to it; what it does not take stays there.
-   * @returns false when the connection failed.
-   */
-  #drain(to: Side): boolean {
-    const { libc } = this.host;
-    const n = libc.call.splice(to.pipeRead, null, to.fd, null, BigInt(to.piped), SPLICE_FLAGS);
-    if (n >= 0) {
-      to.piped -= n;
       return true;
     }
-    const errno = libc.errno();
-    if (errno === ERRNO.EAGAIN || errno === ERRNO.EINTR) return true;
-    this.close(new SystemError(errno));
-    return false;
+    this.#release(to);
+    const from = to.other;
+    if (from.eof) this.#ended(from);
+    else if (from.readable) this.#pump(from);
+    return !this.#closed;
   }
 
   /**
@@ -374,7 +269,7 @@ export class Connection {
     from.eof = true;
     from.readable = false;
     const to = from.other;
-    if (waits(to)) return;
+    if (to.pending !== null) return;
     if (to.eof && from.shut) return this.close(null);
     if (this.host.libc.call.shutdown(to.fd, SHUT_WR) < 0) {
       const errno = this.host.libc.errno();
@@ -400,34 +295,6 @@ export class Connection {
   }
 
   /**
-   * Gives the direction to `to` a pipe of {@link PIPE_SIZE} to splice through, if one can be
-   * had: out of descriptors, or with the pipe refused that size (an unprivileged user past
-   * `fs.pipe-user-pages-soft` gets 2 pages, slower than copying), the direction copies for good.
-   */
-  #pipe(to: Side): void {
-    const { libc } = this.host;
-    to.pipeTried = true;
-    if (libc.call.pipe2(pipeEnds, O_NONBLOCK | O_CLOEXEC) < 0) return;
-    const [read, write] = pipeEnds;
-    if (libc.call.fcntl(write, F_SETPIPE_SZ, PIPE_SIZE) < PIPE_SIZE) {
-      libc.call.close(read);
-      libc.call.close(write);
-      return;
-    }
-    to.pipeRead = read;
-    to.pipeWrite = write;
-  }
-
-  /** Closes `side`'s pipe, if it has one (empty, or the connection is over). */
-  #closePipe(side: Side): void {
-    if (side.pipeRead < 0) return;
-    this.host.libc.call.close(side.pipeRead);
-    this.host.libc.call.close(side.pipeWrite);
-    side.pipeRead = side.pipeWrite = -1;
-    side.piped = 0;
-  }
-
-  /**
    * Registers `side` for {@link SIDE_EVENTS} unless it is already.
    * @returns false when epoll refused (the connection is then closed).
    */
@@ -446,9 +313,4 @@ export class Connection {
     this.host.libc.call.getsockopt(side.fd, SOL_SOCKET, SO_ERROR, value, length);
     return new DataView(value.buffer).getInt32(0, true) || ERRNO.ECONNRESET;
   }
-}
-
-/** Whether `side` has bytes from the other side that it has not taken yet. */
-function waits(side: Side): boolean {
-  return side.pending !== null || side.piped > 0;
 }

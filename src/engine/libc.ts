@@ -37,7 +37,7 @@ const SYMBOLS = {
   accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
-  /** fcntl(fd, cmd, arg): only F_GETFL, F_SETFL and F_SETPIPE_SZ, with an int argument. */
+  /** fcntl(fd, cmd, arg): only F_GETFL and F_SETFL, with an int argument. */
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
@@ -65,10 +65,6 @@ const SYMBOLS = {
   geteuid: { parameters: [], result: "u32" },
   /** The limit on open files, for the descriptor budget (`service/descriptors.ts`). */
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-  /** A pipe for a bulk direction of a stream connection to splice through (`connection.ts`). */
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  /** splice(in, NULL, out, NULL, len, flags): bytes between a socket and a pipe, in the kernel. */
-  splice: { parameters: ["i32", "pointer", "i32", "pointer", "usize", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */

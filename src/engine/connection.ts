@@ -35,8 +35,8 @@ import {
 /** What a side is watched for, once and for all. */
 export const SIDE_EVENTS: number = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
-/** Reads in a row from one side while they fill the buffer (4 MiB at 256 KiB); then others. */
-const ROUNDS = 16;
+/** Reads in a row from one side while they fill the buffer (4 MiB at 1 MiB); then others. */
+const ROUNDS = 4;
 
 const SHUT_WR = 1;
 const SHUT_RDWR = 2;

@@ -41,15 +41,15 @@ import { proxyHeader, type ProxyProtocolVersion } from "./proxyprotocol.ts";
 import type { Resolver } from "./resolve.ts";
 import { decode, formatSocketAddress, SOCKADDR_MAX, type SocketAddress } from "./sockaddr.ts";
 
-/** The buffer every connection reads into: big enough for bulk transfers in few calls. */
-export const BUFFER_SIZE = 256 * 1024;
+/** The buffer every connection reads into: 1 MiB took a third less CPU per GiB than 256 KiB. */
+export const BUFFER_SIZE = 1024 * 1024;
 
 /**
  * Buffers kept for sides that must hold bytes their peer has not taken (a slow reader): one is
  * borrowed per stall and given back once the bytes are out, so a bulk transfer to a slow client
  * allocates none after its first stall. Beyond this many, given-back buffers are let go (4 MiB).
  */
-export const SPARES_KEPT = 16;
+export const SPARES_KEPT = 4;
 
 /** Clients accepted from one listener per readiness, so that other sockets get their turn. */
 export const ACCEPTS_PER_TURN = 64;

@@ -181,7 +181,8 @@ export interface StopCounts {
 }
 
 const STOP_LINE = new RegExp(
-  "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:; \\d+ refused \\([^)]*\\))?; " +
+  "Stopped: (\\d+) connection\\(s\\) served, none cut off(?:, \\d+ failed to reach the target)?" +
+    "(?:; \\d+ refused \\([^)]*\\))?; " +
     "(\\d+) session\\(s\\) open, (\\d+) served(?: \\((\\d+) ended early for new clients\\))?, " +
     "datagrams (\\d+) forwarded, (\\d+) returned, (\\d+) dropped(?: \\(([^)]*)\\))?" +
     "(?:, (\\d+) undeliverable \\(([^)]*)\\))?, none cut off\\.",

@@ -56,8 +56,12 @@ def serve(proto, host, port):
             continue
         conn, sender = sock.accept()
         print(f"peer {text(sender)}", file=sys.stderr, flush=True)
-        with conn:
-            first = conn.makefile("rb").readline().decode().rstrip("\r\n")
+        with conn, conn.makefile("rb") as lines:
+            first = lines.readline().decode().rstrip("\r\n")
+            if first.startswith("PROXY "):
+                # The "hello" too: a socket closed with unread bytes resets the connection, and
+                # the client could lose the answer.
+                lines.readline()
             conn.sendall(f"{text(sender)}\n{first}\n".encode())
 
 

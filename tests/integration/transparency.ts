@@ -244,3 +244,67 @@ export function hostOf(peer: string): string {
 export function portOf(peer: string): number {
   return Number(peer.slice(peer.lastIndexOf(":") + 1));
 }
+
+/** As a DynamicUser= unit with AmbientCapabilities=CAP_NET_ADMIN runs it (uid 65534 here). */
+export const AS_SERVICE: readonly string[] = [
+  "setpriv",
+  "--reuid=65534",
+  "--regid=65534",
+  "--clear-groups",
+  "--bounding-set=-all,+net_admin",
+  "--inh-caps=-all,+net_admin",
+  "--ambient-caps=-all,+net_admin",
+  "--no-new-privs",
+  "--",
+];
+
+/**
+ * The packaged wrapper (systemd/socket-proxyd) over the one-file program, where uid 65534 can run
+ * it: this Deno, the bundle and the wrapper, linked (or copied) into a fresh directory everyone
+ * may read. The checkout or Deno's own directory may not be readable by others (a clone in a
+ * 0700 directory, a Deno from npx under /root). {@link PackagedCopy.close} removes it.
+ */
+export class PackagedCopy {
+  private constructor(readonly directory: string) {}
+
+  /** @throws {Error} when `deno task bundle` has not made the bundle. */
+  static create(): PackagedCopy {
+    const bundle = `${ROOT}dist/socket-proxyd.js`;
+    try {
+      Deno.statSync(bundle);
+    } catch {
+      throw new Error(`${bundle} is missing: run deno task bundle first (deno task test does)`);
+    }
+    const directory = Deno.makeTempDirSync({ prefix: "socket-proxyd-packaged-" });
+    Deno.chmodSync(directory, 0o755);
+    place(Deno.execPath(), `${directory}/deno`);
+    place(bundle, `${directory}/socket-proxyd.js`);
+    place(`${ROOT}systemd/socket-proxyd`, `${directory}/socket-proxyd`);
+    return new PackagedCopy(directory);
+  }
+
+  /** The proxy's command line before its arguments: the wrapper running this Deno and the bundle. */
+  get command(): string[] {
+    return [
+      "env",
+      `SOCKET_PROXYD_DENO=${this.directory}/deno`,
+      `SOCKET_PROXYD_PROGRAM=${this.directory}/socket-proxyd.js`,
+      "sh",
+      `${this.directory}/socket-proxyd`,
+    ];
+  }
+
+  /** Removes the directory. */
+  close(): void {
+    Deno.removeSync(this.directory, { recursive: true });
+  }
+}
+
+/** A hard link of `from` at `to`, or a copy across file systems. */
+function place(from: string, to: string): void {
+  try {
+    Deno.linkSync(from, to);
+  } catch {
+    Deno.copyFileSync(from, to);
+  }
+}

@@ -8,13 +8,14 @@
  * connects (src/engine/dial.ts, src/engine/transparent.ts).
  */
 import { deepEqual, equal, match, notEqual } from "node:assert/strict";
-import { ROOT } from "./harness.ts";
 import {
+  AS_SERVICE,
   CLIENTS_V4,
   CLIENTS_V6,
   HOST_V4,
   HOST_V6,
   hostOf,
+  PackagedCopy,
   POLICY_ROUTES,
   portOf,
   Scenario,
@@ -22,28 +23,6 @@ import {
 } from "./transparency.ts";
 
 const TRANSPARENT = ["--transparent", "--connect-timeout=2s"];
-
-/** The one-file program, which the packaged wrapper runs (`deno task bundle` makes it). */
-const WRAPPER = [
-  "env",
-  `SOCKET_PROXYD_DENO=${Deno.execPath()}`,
-  `SOCKET_PROXYD_PROGRAM=${ROOT}dist/socket-proxyd.js`,
-  "sh",
-  `${ROOT}systemd/socket-proxyd`,
-];
-
-/** As a DynamicUser= unit with AmbientCapabilities=CAP_NET_ADMIN runs it (uid 65534 here). */
-const AS_SERVICE = [
-  "setpriv",
-  "--reuid=65534",
-  "--regid=65534",
-  "--clear-groups",
-  "--bounding-set=-all,+net_admin",
-  "--inh-caps=-all,+net_admin",
-  "--ambient-caps=-all,+net_admin",
-  "--no-new-privs",
-  "--",
-];
 
 Deno.test("--transparent, TCP over IPv4: the backend sees each client's own address", async () => {
   const scenario = await Scenario.start({
@@ -154,12 +133,16 @@ Deno.test(
 Deno.test(
   "--transparent over TCP as a DynamicUser= service runs it: CAP_NET_ADMIN only, the packaged wrapper",
   async () => {
+    const packaged = PackagedCopy.create();
     const scenario = await Scenario.start({
       protocol: "tcp",
       listen: ["5300"],
       args: [...TRANSPARENT, "127.0.0.1:5301"],
-      prefix: AS_SERVICE,
-      command: WRAPPER,
+      prefix: [...AS_SERVICE],
+      command: packaged.command,
+    }).catch((e) => {
+      packaged.close();
+      throw e;
     });
     try {
       equal(hostOf(seen(await scenario.ask(`${HOST_V4}:5300`, CLIENTS_V4[0]))), CLIENTS_V4[0]);
@@ -169,6 +152,7 @@ Deno.test(
       );
     } finally {
       await scenario.close();
+      packaged.close();
     }
   },
 );

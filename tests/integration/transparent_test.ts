@@ -9,13 +9,15 @@
  */
 import { deepEqual, equal, match, notEqual, ok } from "node:assert/strict";
 import { freeUdpPort, pythonAsk, stopProxy, udpEcho, UdpEnd } from "./datagrams.ts";
-import { DENO_RUN, DEPLOYMENT_FLAGS, MAIN, Process, ROOT, tempSocketPath } from "./harness.ts";
+import { DENO_RUN, DEPLOYMENT_FLAGS, MAIN, Process, tempSocketPath } from "./harness.ts";
 import {
+  AS_SERVICE,
   CLIENTS_V4,
   CLIENTS_V6,
   HOST_V4,
   HOST_V6,
   hostOf,
+  PackagedCopy,
   POLICY_ROUTES,
   portOf,
   Scenario,
@@ -23,39 +25,6 @@ import {
 } from "./transparency.ts";
 
 const TRANSPARENT = ["--transparent", "--idle-timeout=2s"];
-
-/** The one-file program, which the packaged wrapper runs (`deno task bundle` makes it). */
-const BUNDLE = `${ROOT}dist/socket-proxyd.js`;
-
-/** The packaged wrapper (systemd/socket-proxyd) running this Deno and {@link BUNDLE}. */
-const WRAPPER = [
-  "env",
-  `SOCKET_PROXYD_DENO=${Deno.execPath()}`,
-  `SOCKET_PROXYD_PROGRAM=${BUNDLE}`,
-  "sh",
-  `${ROOT}systemd/socket-proxyd`,
-];
-
-/** As a DynamicUser= unit with AmbientCapabilities=CAP_NET_ADMIN runs it (uid 65534 here). */
-const AS_SERVICE = [
-  "setpriv",
-  "--reuid=65534",
-  "--regid=65534",
-  "--clear-groups",
-  "--bounding-set=-all,+net_admin",
-  "--inh-caps=-all,+net_admin",
-  "--ambient-caps=-all,+net_admin",
-  "--no-new-privs",
-  "--",
-];
-
-function bundled(): void {
-  try {
-    Deno.statSync(BUNDLE);
-  } catch {
-    throw new Error(`${BUNDLE} is missing: run deno task bundle first (deno task test does)`);
-  }
-}
 
 Deno.test("--transparent, UDP over IPv4: the backend sees each client's own address, not the proxy's", async () => {
   const scenario = await Scenario.start({
@@ -185,13 +154,16 @@ Deno.test("--transparent without the route back: the backend is reached, nothing
 });
 
 Deno.test("--transparent as a DynamicUser= service runs it: not root, CAP_NET_ADMIN only, through the packaged wrapper", async () => {
-  bundled();
+  const packaged = PackagedCopy.create();
   const scenario = await Scenario.start({
     protocol: "udp",
     listen: ["5300"],
     args: [...TRANSPARENT, "127.0.0.1:5301"],
-    prefix: AS_SERVICE,
-    command: WRAPPER,
+    prefix: [...AS_SERVICE],
+    command: packaged.command,
+  }).catch((e) => {
+    packaged.close();
+    throw e;
   });
   try {
     const answer = await scenario.ask(`${HOST_V4}:5300`, CLIENTS_V4[0]);
@@ -204,11 +176,12 @@ Deno.test("--transparent as a DynamicUser= service runs it: not root, CAP_NET_AD
     deepEqual([counts.sessions, counts.forwarded, counts.returned, counts.dropped], [1, 1, 1, 0]);
   } finally {
     await scenario.close();
+    packaged.close();
   }
 });
 
 Deno.test("--transparent without the capability: exit 1 at start-up, naming AmbientCapabilities=CAP_NET_ADMIN; nothing forwarded", async () => {
-  bundled();
+  const packaged = PackagedCopy.create();
   // Root without CAP_NET_ADMIN and CAP_NET_RAW (either allows IP_TRANSPARENT); and the unit
   // shape without AmbientCapabilities=: not root, no capability, through the wrapper.
   const ways: Array<[string, string[]]> = [
@@ -222,37 +195,44 @@ Deno.test("--transparent without the capability: exit 1 at start-up, naming Ambi
     ]],
     ["a dynamic user without capabilities", [
       ...AS_SERVICE.map((arg) => arg.replace(",+net_admin", "")),
-      ...WRAPPER,
+      ...packaged.command,
     ]],
   ];
-  for (const [way, command] of ways) {
-    const backend = udpEcho();
-    const client = new UdpEnd();
-    const port = freeUdpPort();
-    const proxy = new Process("systemd-socket-activate", [
-      "--datagram",
-      `--listen=127.0.0.1:${port}`,
-      "--",
-      ...command,
-      "--transparent",
-      `127.0.0.1:${backend.port}`,
-    ]);
-    try {
-      await proxy.waitForLog(/Listening on .* as 3\./);
-      await client.send(new TextEncoder().encode("x"), "127.0.0.1", port);
-      await proxy.waitForLog(/--transparent needs the capability CAP_NET_ADMIN/);
-      const { code, stderr } = await proxy.exit();
-      equal(code, 1, `${way}: ${stderr}`);
-      match(stderr, /setsockopt IP_TRANSPARENT: Operation not permitted/, way);
-      match(stderr, /Give the unit AmbientCapabilities=CAP_NET_ADMIN/, way);
-      equal(backend.received, 0, `${way}: nothing forwarded`);
-    } finally {
-      await proxy.stop();
-      await client.close();
-      await backend.close();
-    }
+  try {
+    for (const [way, command] of ways) await refusedWithoutCapability(way, command);
+  } finally {
+    packaged.close();
   }
 });
+
+/** Starts `command --transparent` on a datagram socket: it must refuse and forward nothing. */
+async function refusedWithoutCapability(way: string, command: string[]): Promise<void> {
+  const backend = udpEcho();
+  const client = new UdpEnd();
+  const port = freeUdpPort();
+  const proxy = new Process("systemd-socket-activate", [
+    "--datagram",
+    `--listen=127.0.0.1:${port}`,
+    "--",
+    ...command,
+    "--transparent",
+    `127.0.0.1:${backend.port}`,
+  ]);
+  try {
+    await proxy.waitForLog(/Listening on .* as 3\./);
+    await client.send(new TextEncoder().encode("x"), "127.0.0.1", port);
+    await proxy.waitForLog(/--transparent needs the capability CAP_NET_ADMIN/);
+    const { code, stderr } = await proxy.exit();
+    equal(code, 1, `${way}: ${stderr}`);
+    match(stderr, /setsockopt IP_TRANSPARENT: Operation not permitted/, way);
+    match(stderr, /Give the unit AmbientCapabilities=CAP_NET_ADMIN/, way);
+    equal(backend.received, 0, `${way}: nothing forwarded`);
+  } finally {
+    await proxy.stop();
+    await client.close();
+    await backend.close();
+  }
+}
 
 Deno.test("--transparent refuses at start-up what has no IP address to carry (a Unix listener, a Unix target), and a Deno without FFI", async () => {
   const path = tempSocketPath("dgram.sock");

@@ -80,6 +80,16 @@ export const METRICS: readonly Metric[] = [
     false,
   ),
   m(
+    "idle_after5_anon_growth_mib",
+    "Anonymous memory 5 s after the load, above start-up",
+    "MiB",
+    "lower",
+    1,
+    [],
+    true,
+    false,
+  ),
+  m(
     "idle_after5_anon_mib",
     "Proxy anonymous memory 5 s after the load",
     "MiB",

@@ -287,12 +287,14 @@ async function fdsPerConnection(port: number, pid: number, fds0: number): Promis
 
 /**
  * Memory {@link AFTER_S} and {@link SETTLE_S} seconds after `loadEnd` (a performance.now()),
- * against the start-up RSS `baseKiB`.
+ * against start-up's `base`. The anonymous growth tells the memory the proxy holds from the
+ * file pages of the `deno` binary that serving touched (its code run for the first time under
+ * load, clean and shared, the first the kernel drops).
  */
 async function afterLoadSamples(
   pid: number,
   fds0: number,
-  baseKiB: number,
+  base: { rss: number; anonymous: number },
   loadEnd: number,
 ): Promise<Samples> {
   const until = (s: number) => delay(Math.max(0, loadEnd + s * 1000 - performance.now()));
@@ -304,9 +306,10 @@ async function afterLoadSamples(
   return {
     idle_after5_mib: [after5.rss / MIB],
     idle_after5_anon_mib: [after5.anonymous / MIB],
-    idle_after5_growth_mib: [(after5.rss - baseKiB) / MIB],
+    idle_after5_growth_mib: [(after5.rss - base.rss) / MIB],
+    idle_after5_anon_growth_mib: [(after5.anonymous - base.anonymous) / MIB],
     idle_after_mib: [after / MIB],
-    idle_after_growth_mib: [(after - baseKiB) / MIB],
+    idle_after_growth_mib: [(after - base.rss) / MIB],
   };
 }
 
@@ -341,7 +344,7 @@ export function memory(contender: ContenderId, ctx: Context): Promise<Samples> {
       await delay(1000);
       return { count: h.held, during: rollupKiB(pid).rss };
     });
-    const after = await afterLoadSamples(pid, fds0, base.rss, performance.now());
+    const after = await afterLoadSamples(pid, fds0, base, performance.now());
     return {
       ...startup,
       idle_kib_per_conn: [(held.during - base.rss) / held.count],

@@ -311,11 +311,16 @@ class Service {
   async serve(): Promise<Ending> {
     const options = this.#options;
     const engine = this.#engineOpen;
+    const limits = [
+      ...(engine.servesStreams ? [`${options.connectionsMax} connections`] : []),
+      ...(engine.datagrams !== null ? [`${options.connectionsMax} sessions`] : []),
+    ];
     log(
       "info",
-      `Forwarding ${engine.descriptions.join(", ")}; at most ${options.connectionsMax} ` +
-        "connections" +
-        (options.whenFull === "wait" ? ", more waiting in arrival order" : "") +
+      `Forwarding ${engine.descriptions.join(", ")}; at most ${limits.join(" and ")}` +
+        (options.whenFull === "wait" && engine.servesStreams
+          ? ", more waiting in arrival order"
+          : "") +
         (options.connectionsPerSource === null
           ? ""
           : `, ${options.connectionsPerSource} per source`) +

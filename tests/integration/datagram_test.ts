@@ -53,7 +53,9 @@ Deno.test("the first datagram, queued before the proxy runs, is answered; replie
     const [first, from] = await client.ask(encoder.encode("first"), "127.0.0.1", port, 30_000);
     equal(decoder.decode(first), "first");
     deepEqual([from.hostname, from.port], ["127.0.0.1", port], "from the address we sent to");
-    await proxy.waitForLog(/Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown", datagrams\) to/);
+    await proxy.waitForLog(
+      /Forwarding 127\.0\.0\.1:\d+ \(fd 3, "unknown", datagrams\) to .*; at most 256 sessions\./,
+    );
     for (let i = 0; i < 20; i++) {
       const [data] = await client.ask(encoder.encode(`n${i}`), "127.0.0.1", port);
       equal(decoder.decode(data), `n${i}`);
@@ -182,7 +184,8 @@ Deno.test("the DNS shape: dnsmasq over UDP and TCP through one proxy, dig and kd
     await proxy.waitForLog(
       new RegExp(
         `Forwarding 127\\.0\\.0\\.1:${port} \\(fd 3, "dns-tcp"\\) to 127\\.0\\.0\\.1:${dns.port}, ` +
-          `127\\.0\\.0\\.1:${port} \\(fd 4, "dns-udp", datagrams\\) to`,
+          `127\\.0\\.0\\.1:${port} \\(fd 4, "dns-udp", datagrams\\) to .*; ` +
+          "at most 256 connections and 256 sessions\\.",
       ),
     );
     const server = ["@127.0.0.1", "-p", String(port)];

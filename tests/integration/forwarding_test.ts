@@ -237,7 +237,7 @@ Deno.test("IPv6 listener", async () => {
   await backend.close();
 });
 
-Deno.test("Unix listener (path), with the client half-closing first", async () => {
+Deno.test("Unix listener (path), named by its path in the log, with the client half-closing first", async () => {
   const backend = new Backend(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn) => {
     const request = await readAll(conn);
     await writeAll(conn, new TextEncoder().encode(`got ${request.length} bytes`));
@@ -245,9 +245,10 @@ Deno.test("Unix listener (path), with the client half-closing first", async () =
   });
   const path = tempSocketPath("listen.sock");
   const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-  await withProxy({ listen: [path], args: [target] }, async () => {
+  await withProxy({ listen: [path], args: [target] }, async (proxy) => {
     const back = await roundTrip({ transport: "unix", path }, pseudoRandomBytes(1_000_000));
     assertEquals(new TextDecoder().decode(back), "got 1000000 bytes");
+    await proxy.waitForLog(new RegExp(`Forwarding ${RegExp.escape(path)} \\(fd 3`));
     // The passed socket's path is the service manager's: we never unlink it.
     assert(Deno.statSync(path).isSocket);
   });
@@ -258,9 +259,10 @@ Deno.test("abstract Unix listener", async () => {
   const backend = echoBackend({ hostname: "127.0.0.1", port: 0 });
   const name = `socket-proxyd-listen-${crypto.randomUUID()}`;
   const target = `127.0.0.1:${(backend.listener.addr as Deno.NetAddr).port}`;
-  await withProxy({ listen: [`@${name}`], args: [target] }, async () => {
+  await withProxy({ listen: [`@${name}`], args: [target] }, async (proxy) => {
     const payload = pseudoRandomBytes(50_000);
     assertEquals(await roundTrip({ transport: "unix", path: `\0${name}` }, payload), payload);
+    await proxy.waitForLog(new RegExp(`Forwarding @${name} \\(fd 3`));
   });
   await backend.close();
 });

@@ -14,6 +14,8 @@
 #     the socket's queue dropped nothing;
 #   - with a drop-in --exit-idle-time=3s, the proxy exits only once the query's session has
 #     been idle for --idle-timeout (5s) and then 3s more, and the next query starts it again;
+#   - dnsmasq stopped: a query unanswered, the proxy's warning in the journal naming the target,
+#     STATUS= counting it undeliverable; answered once dnsmasq is started again;
 #   - dnsmasq killed while four clients keep querying: the queries lost and the time until all
 #     are answered again; dnsmasq started again by systemd (Restart=), the proxy kept; a dnsmasq
 #     that cannot start (a bad option in its conf), tried again and again while queries fail,
@@ -258,6 +260,36 @@ dns_timed_loops() {
   done
 }
 
+# dns_proxy_warning PID: the proxy's warning (journal priority) that a datagram did not reach
+# dnsmasq, if it wrote one.
+dns_proxy_warning() {
+  ct timeout 20 journalctl --no-pager -o cat -p warning _PID="$1" |
+    grep -F -m 1 "Failed to deliver a datagram to 127.0.0.1:53"
+}
+
+# dns_dead_backend: dnsmasq stopped while the proxy runs (the operator's `kill -9` without the
+# restart): a query gets no answer, the proxy's journal says why at warning priority, naming the
+# target, and STATUS= counts the datagram undeliverable; dnsmasq started again, the next query
+# is answered.
+dns_dead_backend() {
+  local pid line status
+  dns_client || die "dns: not served before dnsmasq was stopped"
+  pid=$(sprop MainPID "$DNS_SERVICE")
+  sctl stop "$DNS_BACKEND" || die "dns: could not stop $DNS_BACKEND"
+  dns_client && die "dns: answered with dnsmasq stopped"
+  wait_until 10 dns_proxy_warning "$pid" ||
+    die "dns: no warning in the proxy's journal: $(ct journalctl --no-pager -o cat _PID="$pid" | tail -n 5)"
+  line=$(dns_proxy_warning "$pid")
+  wait_until 5 eval '[[ "$(sprop StatusText "$DNS_SERVICE")" == *undeliverable* ]]' ||
+    die "dns: STATUS= counts nothing undeliverable: $(sprop StatusText "$DNS_SERVICE")"
+  status=$(sprop StatusText "$DNS_SERVICE")
+  [ "$(sprop MainPID "$DNS_SERVICE")" = "$pid" ] || die "dns: the proxy did not keep running"
+  sctl start "$DNS_BACKEND" || die "dns: could not start $DNS_BACKEND again"
+  dns_client || die "dns: not answered once dnsmasq was started again"
+  ok "dns: dnsmasq stopped: no answer, and the proxy's journal said at warning priority" \
+    "\"$line\"; STATUS= \"$status\"; dnsmasq started again, the next query was answered"
+}
+
 # dns_crash: dnsmasq killed (SIGKILL) while four clients keep querying: systemd starts it again a
 # second later (Restart=), into the namespace the proxy holds, and the proxy keeps running.
 # Counts the queries lost and the time until every client is answered again.
@@ -311,6 +343,7 @@ part_dns() {
   dns_restarts
   dns_idle
   dns_crash
+  dns_dead_backend
   check_crash_recovery dns "$DNS_SERVICE" "$DNS_BACKEND" dns_client
   check_fix_recovery dns "$DNS_SOCKET" "$DNS_BACKEND" \
     'echo no-such-option-e2e >>/etc/dnsmasq-private.conf' \

@@ -15,8 +15,12 @@
 #   - without the route (a drop-in that empties dnsmasq's ExecStartPre=) dnsmasq still sees the
 #     client, no answer comes back, and the proxy's journal says once which route fixes it; with
 #     the drop-in gone, the next query is answered again;
-#   - TCP (dig +tcp, with ListenStream= added to both sockets by a drop-in): answered, and
-#     dnsmasq logs the clients' own addresses.
+#   - TCP (dig +tcp, both sockets listen for it too): answered, and dnsmasq logs the clients' own
+#     addresses;
+#   - recovery, as for every example pair (lib.sh): dnsmasq killed under queries is restarted by
+#     systemd and the proxy keeps running; with dnsmasq's configuration broken, the socket keeps
+#     listening while dnsmasq is tried again and again, and once fixed, `systemctl restart
+#     transparent-proxy.socket` typed at once serves the next query.
 
 TP_README=$repo/systemd/README.md
 TP_SERVICE=transparent-proxy.service
@@ -282,8 +286,6 @@ tp_no_route() {
 
 tp_tcp() {
   local answer lines
-  tp_dropin transparent-proxy.socket $'[Socket]\nListenStream=0.0.0.0:5300'
-  tp_dropin transparent-proxy-ipv6.socket $'[Socket]\nListenStream=[::]:5300'
   lines=$(tp_logged)
   answer=$(tp_query 10.53.0.1 +tcp) || die "transparent: no answer over TCP: $answer"
   [ "$answer" = "$tp_address" ] || die "transparent: got '$answer' over TCP"
@@ -294,6 +296,19 @@ tp_tcp() {
     die "transparent: dnsmasq did not log the TCP clients' addresses:"$'\n'"$(tp_logged)"
   ok "transparent: over TCP (dig +tcp), IPv4 and IPv6, answered; dnsmasq logged the client's" \
     "own addresses, 10.53.0.2 and fd53::2"
+}
+
+# tp_client: one UDP query from the client's namespace, answered with $tp_address (2 s, no retry).
+tp_client() {
+  [ "$(ct timeout 10 ip netns exec client dig +short +tries=1 +timeout=2 -p 5300 @10.53.0.1 \
+    "$tp_name" A)" = "$tp_address" ]
+}
+
+tp_recovery() {
+  check_crash_recovery transparent "$TP_SERVICE" "$TP_BACKEND" tp_client
+  check_fix_recovery transparent transparent-proxy.socket "$TP_BACKEND" \
+    'echo no-such-option-e2e >>/etc/dnsmasq-transparent.conf' \
+    'sed -i /^no-such-option-e2e$/d /etc/dnsmasq-transparent.conf' tp_client
 }
 
 part_transparent() {
@@ -309,5 +324,6 @@ part_transparent() {
   tp_no_capability
   tp_no_route
   tp_tcp
+  tp_recovery
   stop_container
 }

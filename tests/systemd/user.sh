@@ -18,9 +18,9 @@
 #     as a user unit, with the bundle served over HTTP: active and serving;
 #   - recipe 6 (systemd/recipes/6-rootless-podman), installed by alice with the recipe's
 #     commands: a client gets the reply of a container that rootless podman publishes on
-#     loopback; a dead container takes the proxy with it and the next client starts both; after
-#     --exit-idle-time the proxy exits and the container is stopped and removed; a container
-#     that cannot start (its image gone), then the recipe's recovery typed at once.
+#     loopback; a killed container is started again by systemd while the proxy keeps running;
+#     after --exit-idle-time the proxy exits and the container is stopped and removed; a
+#     container that cannot start (its image gone), then the recipe's recovery typed at once.
 # The container has no network: the image is made on the spot from busybox (busybox httpd) and
 # tagged with the name the recipe uses, so podman never pulls.
 

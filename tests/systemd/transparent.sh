@@ -298,17 +298,17 @@ tp_tcp() {
     "own addresses, 10.53.0.2 and fd53::2"
 }
 
-# tp_client: one UDP query from the client's namespace, answered with $tp_address (2 s, no retry).
-tp_client() {
+# tp_answered: one UDP query from the client's namespace, answered with $tp_address (2 s, no retry).
+tp_answered() {
   [ "$(ct timeout 10 ip netns exec client dig +short +tries=1 +timeout=2 -p 5300 @10.53.0.1 \
     "$tp_name" A)" = "$tp_address" ]
 }
 
 tp_recovery() {
-  check_crash_recovery transparent "$TP_SERVICE" "$TP_BACKEND" tp_client
+  check_crash_recovery transparent "$TP_SERVICE" "$TP_BACKEND" tp_answered
   check_fix_recovery transparent transparent-proxy.socket "$TP_BACKEND" \
     'echo no-such-option-e2e >>/etc/dnsmasq-transparent.conf' \
-    'sed -i /^no-such-option-e2e$/d /etc/dnsmasq-transparent.conf' tp_client
+    'sed -i /^no-such-option-e2e$/d /etc/dnsmasq-transparent.conf' tp_answered
 }
 
 part_transparent() {

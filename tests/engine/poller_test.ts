@@ -99,12 +99,31 @@ for (const first of [2 ** 32 - 3, 2 ** 53 - 12]) {
       );
       deepEqual(tokens, sockets.map((_, i) => first + i), "one token each, counting on");
       for (const [i, { port }] of sockets.entries()) await sendTo(port, `to ${i}`);
-      deepEqual(await Promise.all(got.map((g) => g.promise)), sockets.map((_, i) => `to ${i}`));
+      deepEqual(
+        await within(Promise.all(got.map((g) => g.promise)), 5000, "each datagram at its handler"),
+        sockets.map((_, i) => `to ${i}`),
+      );
     } finally {
       await poller.close();
       for (const { fd } of sockets) libc.call.close(fd);
     }
   });
+}
+
+/**
+ * `promise`, or a failure naming `what` when it has not settled within `ms`: an event that must
+ * come and did not (an event sent to a token that matches no handler would wait for ever).
+ */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 Deno.test("Poller: modify changes the interest; handOver moves the registration; forget drops it", async () => {

@@ -298,9 +298,10 @@ tp_tcp() {
     "own addresses, 10.53.0.2 and fd53::2"
 }
 
-# tp_answered: one UDP query from the client's namespace, answered with $tp_address (2 s, no retry).
+# tp_answered: one UDP query from the client's namespace, answered with $tp_address (5 s, no
+# retry: the first query after the socket's restart waits for dnsmasq's start, then the proxy's).
 tp_answered() {
-  [ "$(ct timeout 10 ip netns exec client dig +short +tries=1 +timeout=2 -p 5300 @10.53.0.1 \
+  [ "$(ct timeout 15 ip netns exec client dig +short +tries=1 +timeout=5 -p 5300 @10.53.0.1 \
     "$tp_name" A)" = "$tp_address" ]
 }
 

@@ -5,6 +5,7 @@
  * unit. Its behaviour on a booted systemd is proven by tests/systemd/transparent.sh.
  */
 import { equal, match, ok } from "node:assert/strict";
+import { analyzeUnits } from "./unit_root.ts";
 
 const dir = new URL("../../systemd/transparent/", import.meta.url);
 const units = [
@@ -15,37 +16,9 @@ const units = [
 ];
 const read = (name: string) => Deno.readTextFileSync(new URL(name, dir));
 
-/** A root directory with the host's unit library, the example units and stand-in binaries. */
-function fakeRoot(): string {
-  const root = Deno.makeTempDirSync({ prefix: "socket-proxyd-transparent-units-" });
-  for (
-    const sub of ["etc/systemd/system", "usr/local/bin", "usr/sbin", "sbin", "usr/lib/systemd"]
-  ) {
-    Deno.mkdirSync(`${root}/${sub}`, { recursive: true });
-  }
-  Deno.symlinkSync("/lib/systemd/system", `${root}/usr/lib/systemd/system`);
-  for (const unit of units) {
-    Deno.copyFileSync(new URL(unit, dir), `${root}/etc/systemd/system/${unit}`);
-  }
-  for (const binary of ["usr/local/bin/socket-proxyd", "usr/sbin/dnsmasq", "sbin/ip"]) {
-    Deno.writeTextFileSync(`${root}/${binary}`, "#!/bin/sh\n", { mode: 0o755 });
-  }
-  return root;
-}
-
-async function analyze(args: string[]): Promise<string> {
-  const root = fakeRoot();
-  try {
-    const { stdout, stderr } = await new Deno.Command("systemd-analyze", {
-      args: [...args, `--root=${root}`],
-      env: { SYSTEMD_COLORS: "0" },
-    }).output();
-    const decoder = new TextDecoder();
-    return decoder.decode(stdout) + decoder.decode(stderr);
-  } finally {
-    Deno.removeSync(root, { recursive: true });
-  }
-}
+/** `systemd-analyze ARGS` over the example's units (see unit_root.ts). */
+const analyze = (args: string[]) =>
+  analyzeUnits(dir, units, ["usr/local/bin/socket-proxyd", "usr/sbin/dnsmasq", "sbin/ip"], args);
 
 Deno.test("systemd-analyze verify prints nothing for the --transparent units", async () => {
   equal(await analyze(["verify", "--man=no", ...units.map((u) => `/etc/systemd/system/${u}`)]), "");

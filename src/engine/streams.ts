@@ -151,7 +151,8 @@ interface Kept {
 
 /** Serves stream sockets; see the module's doc. */
 export class StreamRelay implements ConnectionHost {
-  readonly buffer: Uint8Array = new Uint8Array(BUFFER_SIZE);
+  /** The shared buffer, made at the first read after start-up or a reclaim. */
+  #buffer: Uint8Array | null = null;
   readonly bufferSize: bigint = BigInt(BUFFER_SIZE);
   /** Buffers given back, for the next side that must keep bytes (see {@link SPARES_KEPT}). */
   readonly #spares: Uint8Array[] = [];
@@ -191,6 +192,21 @@ export class StreamRelay implements ConnectionHost {
       whenFull: options.whenFull,
       maxWaiting: options.maxWaiting,
     });
+    options.reclaimer?.willReclaim(() => this.release());
+  }
+
+  /** The buffer every connection reads into (see {@link BUFFER_SIZE}). */
+  get buffer(): Uint8Array {
+    return this.#buffer ??= new Uint8Array(BUFFER_SIZE);
+  }
+
+  /**
+   * Lets go of the shared buffer and the spares, for the reclaim's collection to free: after a
+   * bulk transfer their pages stay in use otherwise (up to 5 MiB). Made again when needed.
+   */
+  release(): void {
+    this.#buffer = null;
+    this.#spares.length = 0;
   }
 
   /** Connections open now (being dialled or forwarded). */
@@ -496,7 +512,11 @@ export class StreamRelay implements ConnectionHost {
   }
 
   borrow(): Uint8Array {
-    return this.#spares.pop() ?? new Uint8Array(BUFFER_SIZE);
+    const spare = this.#spares.pop();
+    if (spare !== undefined) return spare;
+    // Given back to the pool, it stays until a reclaim: have the next rest reclaim.
+    this.#options.reclaimer?.held();
+    return new Uint8Array(BUFFER_SIZE);
   }
 
   giveBack(buffer: Uint8Array): void {

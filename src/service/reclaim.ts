@@ -83,6 +83,10 @@ export class Reclaimer {
   #timer: unknown;
   /** Connections opened since the last reclaim. */
   #opened = 0;
+  /** Memory was taken since the last reclaim that only a reclaim gives back. */
+  #holding = false;
+  /** What lets go of memory kept for reuse, before the steps (see {@link willReclaim}). */
+  readonly #releases: Array<() => void> = [];
 
   /** @param options the steps, and for tests the clock and the threshold. */
   constructor(options: ReclaimOptions) {
@@ -101,12 +105,29 @@ export class Reclaimer {
   }
 
   /**
+   * Memory was taken that only a reclaim gives back (a buffer for bytes a slow peer had not
+   * taken yet): the next rest reclaims however few connections came.
+   */
+  held(): void {
+    this.#holding = true;
+  }
+
+  /**
+   * Calls `release` at each reclaim, before the steps: it lets go of what is kept for reuse
+   * (spare buffers), so that the collection the trim asks for frees it.
+   */
+  willReclaim(release: () => void): void {
+    this.#releases.push(release);
+  }
+
+  /**
    * The last connection (or session) closed: reclaim once the proxy has rested, unless
-   * something else is still open, it is busy again, or too few came since the last reclaim.
+   * something else is still open, it is busy again, or too few came since the last reclaim
+   * (and no memory is {@link held}).
    */
   idle(): void {
     this.#disarm();
-    if (this.#steps.length === 0 || this.#opened < this.#minConnections) return;
+    if (!this.#due()) return;
     if (!this.#atRest()) return;
     this.#timer = this.#schedule(() => {
       this.#timer = undefined;
@@ -119,13 +140,20 @@ export class Reclaimer {
    * now, unless too few connections or sessions came since the last reclaim.
    */
   rested(): void {
-    if (this.#steps.length === 0 || this.#opened < this.#minConnections) return;
+    if (!this.#due()) return;
     this.#disarm();
     this.#reclaim();
   }
 
+  /** Whether enough came since the last reclaim for another to be worth its cost. */
+  #due(): boolean {
+    return this.#steps.length > 0 && (this.#holding || this.#opened >= this.#minConnections);
+  }
+
   #reclaim(): void {
     this.#opened = 0;
+    this.#holding = false;
+    for (const release of this.#releases) release();
     for (const step of this.#steps) step();
   }
 

@@ -1,5 +1,11 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { SPARES_KEPT, type StreamOptions, StreamRelay } from "../../src/engine/streams.ts";
+import {
+  BUFFER_SIZE,
+  SPARES_KEPT,
+  type StreamOptions,
+  StreamRelay,
+} from "../../src/engine/streams.ts";
+import { Reclaimer } from "../../src/service/reclaim.ts";
 import { openListener } from "../../src/engine/listeners.ts";
 import { type LogWriter, setLogWriter, writerFor } from "../../src/service/log.ts";
 import type { Target } from "../../src/cli/target.ts";
@@ -217,6 +223,41 @@ Deno.test("StreamRelay: buffers for bytes a side has not taken are lent and take
       SPARES_KEPT,
       "kept, and lent again",
     );
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("StreamRelay: a reclaim lets go of the spares and the shared buffer; a new spare asks for one", async () => {
+  const { poller, close } = testPoller();
+  const reclaimed: string[] = [];
+  const reclaimer = new Reclaimer({
+    steps: [() => reclaimed.push("trim")],
+    minConnections: 100,
+    restMs: 0,
+  });
+  try {
+    const relay = new StreamRelay(libc, poller, {
+      connectionsMax: 1,
+      whenFull: "refuse",
+      connectionsPerSource: null,
+      proxyProtocol: null,
+      connectTimeoutMs: 0,
+      idleTimeoutMs: Infinity,
+      keepalive: false,
+      onChange: () => {},
+      reclaimer,
+    });
+    const shared = relay.buffer;
+    equal(relay.buffer, shared, "one shared buffer");
+    const spare = relay.borrow();
+    relay.giveBack(spare);
+    reclaimer.idle(); // No connection came: only the new spare makes the rest worth a reclaim.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    deepEqual(reclaimed, ["trim"]);
+    ok(relay.buffer !== shared, "the shared buffer was let go, and is made again");
+    equal(relay.buffer.length, BUFFER_SIZE);
+    ok(relay.borrow() !== spare, "the spare was let go");
   } finally {
     await close();
   }

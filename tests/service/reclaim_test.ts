@@ -115,6 +115,36 @@ Deno.test("reclaim: skipped until enough connections came since the last one", (
   equal(MIN_CONNECTIONS, 100);
 });
 
+Deno.test("reclaim: memory held (a spare buffer) makes the next rest reclaim however few came", () => {
+  const h = harness();
+  h.serve(1);
+  equal(h.timers.size, 0, "1 of 3 connections: nothing armed");
+  h.reclaimer.busy();
+  h.reclaimer.held();
+  h.reclaimer.idle();
+  h.fire();
+  deepEqual(h.ran, [0], "2 of 3, but memory was held");
+  h.serve(1);
+  equal(h.timers.size, 0, "held no more after the reclaim");
+});
+
+Deno.test("reclaim: what is kept for reuse is let go first, before the steps", () => {
+  const order: string[] = [];
+  const timers: Array<() => void> = [];
+  const reclaimer = new Reclaimer({
+    steps: [() => order.push("trim")],
+    minConnections: 1,
+    schedule: (run) => timers.push(run),
+    cancel: () => {},
+  });
+  reclaimer.willReclaim(() => order.push("spares"));
+  reclaimer.busy();
+  reclaimer.idle();
+  deepEqual(order, [], "nothing before the rest");
+  timers[0]();
+  deepEqual(order, ["spares", "trim"]);
+});
+
 Deno.test("reclaim: without steps nothing is ever armed", () => {
   const h = harness(0);
   h.serve();

@@ -31,9 +31,10 @@ export const REST_MS = 1000;
 
 /**
  * A reclaim is skipped unless at least this many connections were opened since the previous
- * one: fewer hold little (about 16 KiB each while open, so 100 are ~1.6 MiB), and a full
- * collection of the idle heap takes 20-30 ms here, too much to spend after every short pause
- * of a trickle of connections. Counting costs nothing per connection, unlike reading memory.
+ * one (unless a spare buffer was made, see {@link Reclaimer.held}): fewer hold little (about
+ * 2.4 KiB each while open, so 100 are ~0.24 MiB), and a full collection of the idle heap takes
+ * 20-30 ms here, too much to spend after every short pause of a trickle of connections.
+ * Counting costs nothing per connection, unlike reading memory.
  */
 export const MIN_CONNECTIONS = 100;
 

@@ -38,7 +38,8 @@ Deno.test("the one file runs the program: top-level await, import() of node:, st
 Deno.test("the one file's errors name the program, with the bundle's line numbers", async () => {
   const { code, err } = await runFile(oneFile("\n\nthrow new Error('boom');\n"));
   equal(code, 1);
-  ok(err.includes(`${PROGRAM_NAME}, <anonymous>:5:`), err); // Two lines of function head.
+  // Three lines above the bundle's: the function's head (two) and "use strict".
+  ok(err.includes(`${PROGRAM_NAME}, <anonymous>:6:`), err);
 });
 
 Deno.test("a bundle that cannot be a function's body fails the build", () => {

@@ -9,9 +9,10 @@
 #                              later builds offline), checked against the pinned sha512 and
 #                              unpacked; a second call reuses it
 #   make_bundle DENO VERSION WORK
-#                              bundles main.ts with DENO as `deno task bundle` does, twice (the
-#                              two must be identical), into WORK/socket-proxyd.js, checks that its
-#                              --version says VERSION, and prints the file's path
+#                              bundles the program with DENO as `deno task bundle` does
+#                              (packaging/bundle.ts), twice (the two must be identical), into
+#                              WORK/socket-proxyd.js, checks that its --version says VERSION,
+#                              and prints the file's path
 #   set_source_date_epoch      exports SOURCE_DATE_EPOCH (unless set): the last commit's time, or
 #                              the newest entry of packaging/deb/debian/changelog
 #
@@ -67,9 +68,9 @@ fetch_deno() {
 
 make_bundle() {
   local deno=$1 version=$2 bundle=$3/socket-proxyd.js
-  say "deno bundle -q --platform=deno -o socket-proxyd.js main.ts (twice)"
-  "$deno" bundle -q --platform=deno -o "$bundle" main.ts
-  "$deno" bundle -q --platform=deno -o "$3/bundle-again.js" main.ts
+  say "deno run packaging/bundle.ts socket-proxyd.js (twice)"
+  "$deno" run -q --allow-read --allow-write --allow-run packaging/bundle.ts "$bundle"
+  "$deno" run -q --allow-read --allow-write --allow-run packaging/bundle.ts "$3/bundle-again.js"
   cmp -s "$bundle" "$3/bundle-again.js" || die "deno bundle gave different bytes on a second run"
   [[ $("$deno" run --no-config -q "$bundle" --version) == "socket-proxyd $version "* ]] ||
     die "the bundle's --version does not print socket-proxyd $version"

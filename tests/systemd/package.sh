@@ -24,9 +24,12 @@ build_next_package() {
   dpkg-deb -R "$DEB" "$tree/pkg"
   sed -i "s/^Version: $version\$/Version: $next/" "$tree/pkg/DEBIAN/control"
   program=usr/lib/socket-proxyd/socket-proxyd.js
-  [ "$(grep -c "^var VERSION = \"$version\";\$" "$tree/pkg/$program")" = 1 ] ||
+  # The program is one JSON string in the file (packaging/bundle.ts): its line
+  # `var VERSION = "0.1.0";` is there as `\nvar VERSION = \"0.1.0\";\n`.
+  [ "$(grep -o -F "\\nvar VERSION = \\\"$version\\\";\\n" "$tree/pkg/$program" | wc -l)" = 1 ] ||
     die "no VERSION line in the packaged program"
-  sed -i "s/^var VERSION = \"$version\";\$/var VERSION = \"$next\";/" "$tree/pkg/$program"
+  sed -i "s/\\\\nvar VERSION = \\\\\"${version//./\\.}\\\\\";/\\\\nvar VERSION = \\\\\"$next\\\\\";/" \
+    "$tree/pkg/$program"
   (cd "$tree/pkg" && sed -i "s|^[0-9a-f]*  $program\$|$(md5sum "$program")|" DEBIAN/md5sums)
   DEB_NEXT=$tree/socket-proxyd_${next}_amd64.deb
   dpkg-deb --root-owner-group -Zgzip -z1 -b "$tree/pkg" "$DEB_NEXT" >/dev/null ||

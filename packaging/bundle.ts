@@ -36,7 +36,8 @@ export const PROGRAM_NAME = "socket-proxyd-program.js";
  * @throws {SyntaxError} when `bundle` cannot be such a body (a static `import`, `import.meta`).
  */
 export function oneFile(bundle: string): string {
-  const body = `"use strict";\n${bundle}//# sourceURL=${PROGRAM_NAME}\n`;
+  const end = bundle.endsWith("\n") ? "" : "\n";
+  const body = `"use strict";\n${bundle}${end}//# sourceURL=${PROGRAM_NAME}\n`;
   new AsyncFunction(body); // Compiles without running: fails the build, not the first start.
   return [
     "// socket-proxyd: the program (bundled by `deno task bundle`, packaging/bundle.ts) is the",
@@ -48,16 +49,27 @@ export function oneFile(bundle: string): string {
   ].join("\n");
 }
 
+/**
+ * Bundles from the checkout's root whatever the caller's working directory: `deno bundle` names
+ * each module in the output by its path from there, so the bytes depend on it.
+ */
 async function main(out: string): Promise<number> {
+  const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
   const dir = await Deno.makeTempDir({ prefix: "socket-proxyd-bundle-" });
   try {
     const bundle = `${dir}/program.js`;
-    const entry = new URL("./program.ts", import.meta.url).pathname;
     const { code } = await new Deno.Command(Deno.execPath(), {
-      args: ["bundle", "-q", "--platform=deno", "-o", bundle, entry],
+      args: ["bundle", "-q", "--platform=deno", "-o", bundle, "packaging/program.ts"],
+      cwd: root,
     }).spawn().status;
     if (code !== 0) return code;
-    await Deno.writeTextFile(out, oneFile(await Deno.readTextFile(bundle)));
+    const program = oneFile(await Deno.readTextFile(bundle));
+    try {
+      await Deno.writeTextFile(out, program);
+    } catch (e) {
+      console.error(`bundle: cannot write ${out}: ${(e as Error).message}`);
+      return 1;
+    }
     return 0;
   } finally {
     await Deno.remove(dir, { recursive: true });

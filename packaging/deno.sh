@@ -71,7 +71,7 @@ make_bundle() {
   say "deno run packaging/bundle.ts socket-proxyd.js (twice)"
   "$deno" run -q --allow-read --allow-write --allow-run packaging/bundle.ts "$bundle"
   "$deno" run -q --allow-read --allow-write --allow-run packaging/bundle.ts "$3/bundle-again.js"
-  cmp -s "$bundle" "$3/bundle-again.js" || die "deno bundle gave different bytes on a second run"
+  cmp -s "$bundle" "$3/bundle-again.js" || die "packaging/bundle.ts gave different bytes on a second run"
   [[ $("$deno" run --no-config -q "$bundle" --version) == "socket-proxyd $version "* ]] ||
     die "the bundle's --version does not print socket-proxyd $version"
   echo "$bundle"

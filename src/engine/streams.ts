@@ -47,7 +47,8 @@ export const BUFFER_SIZE = 1024 * 1024;
 /**
  * Buffers kept for sides that must hold bytes their peer has not taken (a slow reader): one is
  * borrowed per stall and given back once the bytes are out, so a bulk transfer to a slow client
- * allocates none after its first stall. Beyond this many, given-back buffers are let go (4 MiB).
+ * allocates none after its first stall (until the next reclaim lets the pool go). Beyond this
+ * many, given-back buffers are let go (4 MiB).
  */
 export const SPARES_KEPT = 4;
 
@@ -512,15 +513,14 @@ export class StreamRelay implements ConnectionHost {
   }
 
   borrow(): Uint8Array {
-    const spare = this.#spares.pop();
-    if (spare !== undefined) return spare;
-    // Given back to the pool, it stays until a reclaim: have the next rest reclaim.
-    this.#options.reclaimer?.held();
-    return new Uint8Array(BUFFER_SIZE);
+    return this.#spares.pop() ?? new Uint8Array(BUFFER_SIZE);
   }
 
   giveBack(buffer: Uint8Array): void {
-    if (this.#spares.length < SPARES_KEPT) this.#spares.push(buffer);
+    if (this.#spares.length >= SPARES_KEPT) return;
+    this.#spares.push(buffer);
+    // Kept in the pool, it stays until a reclaim: have the next rest reclaim.
+    this.#options.reclaimer?.held();
   }
 
   /** A connection is over: its slot goes to the next waiting client, if any. */

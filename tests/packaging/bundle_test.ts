@@ -49,6 +49,7 @@ Deno.test("a bundle that cannot be a function's body fails the build", () => {
 
 Deno.test("dist/socket-proxyd.js is this checkout's program, as deno task bundle builds it", async () => {
   const dir = await Deno.makeTempDir();
+  const elsewhere = await Deno.makeTempDir(); // The caller's directory changes nothing.
   try {
     const out = `${dir}/socket-proxyd.js`;
     const built = await new Deno.Command(Deno.execPath(), {
@@ -58,14 +59,26 @@ Deno.test("dist/socket-proxyd.js is this checkout's program, as deno task bundle
         "--allow-read",
         "--allow-write",
         "--allow-run",
-        "packaging/bundle.ts",
+        `${ROOT}packaging/bundle.ts`,
         out,
       ],
-      cwd: ROOT,
+      cwd: elsewhere,
     }).output();
     equal(built.code, 0, new TextDecoder().decode(built.stderr));
-    equal(Deno.readTextFileSync(`${ROOT}dist/socket-proxyd.js`), Deno.readTextFileSync(out));
+    const dist = `${ROOT}dist/socket-proxyd.js`;
+    ok(existsSync(dist), `${dist} is missing: run deno task bundle first`);
+    equal(Deno.readTextFileSync(dist), Deno.readTextFileSync(out));
   } finally {
     await Deno.remove(dir, { recursive: true });
+    await Deno.remove(elsewhere, { recursive: true });
   }
 });
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

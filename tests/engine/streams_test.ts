@@ -30,6 +30,18 @@ async function within<T>(ms: number, promise: Promise<T>, what: string): Promise
 }
 const decoder = new TextDecoder();
 
+/** The relay's options in these tests, unless a test says otherwise. */
+const DEFAULTS: StreamOptions = {
+  connectionsMax: 256,
+  whenFull: "refuse",
+  connectionsPerSource: null,
+  proxyProtocol: null,
+  connectTimeoutMs: 0,
+  idleTimeoutMs: Infinity,
+  keepalive: false,
+  onChange: () => {},
+};
+
 /** A relay on a listening socket of its own (127.0.0.1, a free port) to `target`. */
 async function relayTo(target: Target, options: Partial<StreamOptions> = {}) {
   const { poller, close } = testPoller();
@@ -41,13 +53,7 @@ async function relayTo(target: Target, options: Partial<StreamOptions> = {}) {
   setLogWriter(writer);
   const changes: string[] = [];
   const relay: StreamRelay = new StreamRelay(libc, poller, {
-    connectionsMax: 256,
-    whenFull: "refuse",
-    connectionsPerSource: null,
-    proxyProtocol: null,
-    connectTimeoutMs: 0,
-    idleTimeoutMs: Infinity,
-    keepalive: false,
+    ...DEFAULTS,
     onChange: () => changes.push(`${relay.active}/${relay.waiting}`),
     ...options,
   });
@@ -203,16 +209,7 @@ Deno.test("StreamRelay: the drain closes what is still open at its timeout, and 
 Deno.test("StreamRelay: buffers for bytes a side has not taken are lent and taken back, a few kept", async () => {
   const { poller, close } = testPoller();
   try {
-    const relay = new StreamRelay(libc, poller, {
-      connectionsMax: 1,
-      whenFull: "refuse",
-      connectionsPerSource: null,
-      proxyProtocol: null,
-      connectTimeoutMs: 0,
-      idleTimeoutMs: Infinity,
-      keepalive: false,
-      onChange: () => {},
-    });
+    const relay = new StreamRelay(libc, poller, DEFAULTS);
     const lent = Array.from({ length: SPARES_KEPT + 4 }, () => relay.borrow());
     equal(new Set(lent).size, lent.length, "each one its own");
     equal(lent[0].length, relay.buffer.length);
@@ -239,17 +236,7 @@ Deno.test("StreamRelay: a reclaim lets go of the spares and the shared buffer; a
     cancel: () => {},
   });
   try {
-    const relay = new StreamRelay(libc, poller, {
-      connectionsMax: 1,
-      whenFull: "refuse",
-      connectionsPerSource: null,
-      proxyProtocol: null,
-      connectTimeoutMs: 0,
-      idleTimeoutMs: Infinity,
-      keepalive: false,
-      onChange: () => {},
-      reclaimer,
-    });
+    const relay = new StreamRelay(libc, poller, { ...DEFAULTS, reclaimer });
     const shared = relay.buffer;
     equal(relay.buffer, shared, "one shared buffer");
     const spare = relay.borrow();

@@ -65,6 +65,9 @@ async function main(out: string): Promise<number> {
     if (code !== 0) return code;
     const program = oneFile(await Deno.readTextFile(bundle));
     try {
+      // As `deno bundle -o` did: a fresh checkout has no dist/ yet.
+      const parent = out.slice(0, out.lastIndexOf("/"));
+      if (parent !== "") await Deno.mkdir(parent, { recursive: true });
       await Deno.writeTextFile(out, program);
     } catch (e) {
       console.error(`bundle: cannot write ${out}: ${(e as Error).message}`);

@@ -51,7 +51,7 @@ Deno.test("dist/socket-proxyd.js is this checkout's program, as deno task bundle
   const dir = await Deno.makeTempDir();
   const elsewhere = await Deno.makeTempDir(); // The caller's directory changes nothing.
   try {
-    const out = `${dir}/socket-proxyd.js`;
+    const out = `${dir}/dist/socket-proxyd.js`; // A directory yet to be made, as in a fresh clone.
     const built = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
